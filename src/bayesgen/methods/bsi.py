@@ -1,0 +1,368 @@
+"""Bayesian Sample Inference (BSI).
+
+Lienen, Kollovieh, Günnemann, "Generative Modeling with Bayesian Sample Inference",
+arXiv 2502.07580. A sample is *inferred*: starting from a broad Gaussian belief
+N(0, λ0⁻¹·I), the sampler repeatedly takes a noisy measurement y ~ N(x̂, α⁻¹·I) of the
+network's current guess x̂ and updates the belief by exact Gaussian Bayes. Training teaches the
+network to predict x from a belief mean μ.
+
+Self-contained: depends on torch, einops and jaxtyping only. Copy this file into your project.
+The model is any callable ``model(mu, t, **model_kwargs)`` with ``t`` of shape ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import rearrange, repeat
+from jaxtyping import Float
+from torch import Tensor, nn
+
+Schedule = Literal["linear", "cosine", "edm", "edm7"]
+
+
+@dataclass(frozen=True)
+class Discretization:
+    """K equally spaced values on [min, max] (bin centres); ``image_8bit()`` is (-1, 1, 256)."""
+
+    min: float
+    max: float
+    k: int
+
+    @classmethod
+    def image_8bit(cls) -> Discretization:
+        return cls(-1.0, 1.0, 256)
+
+    @property
+    def bin_width(self) -> float:
+        return (self.max - self.min) / (self.k - 1)
+
+    def boundaries(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+        """The k + 1 bin edges linspace(min − dx/2, max + dx/2, k + 1)."""
+        dx = self.bin_width
+        return torch.linspace(self.min - dx / 2, self.max + dx / 2, self.k + 1,
+                              dtype=dtype, device=device)
+
+    def bucket(self, x: Tensor) -> Tensor:
+        """Index of the bin holding each value: clamp(floor((x − (min − dx/2))/dx), 0, k − 1)."""
+        dx = self.bin_width
+        return torch.floor((x - (self.min - dx / 2)) / dx).clamp(0, self.k - 1).long()
+
+    def log_prob(self, x: Tensor, mean: Tensor, std: float | Tensor) -> Tensor:
+        """log P(bin of x) under N(mean, std²) discretized into the bins, per element.
+
+        P = Φ(right) − Φ(left); the first bin takes the whole left tail and the last bin the
+        whole right tail; log P is clamped at ln(1e-20).
+        """
+        dx = self.bin_width
+        idx = self.bucket(x)
+        left = self.min - dx / 2 + idx.to(mean.dtype) * dx
+        normal = torch.distributions.Normal(mean, std)
+        cdf_left = torch.where(idx == 0, torch.zeros_like(mean), normal.cdf(left))
+        cdf_right = torch.where(idx == self.k - 1, torch.ones_like(mean), normal.cdf(left + dx))
+        return torch.log((cdf_right - cdf_left).clamp_min(1e-20))
+
+
+class BSI(nn.Module):
+    """Bayesian Sample Inference around a denoiser ``model(mu, t) -> x̂`` (or EDM's F).
+
+    Precisions λ are log-uniform on [λ0, λ_M] with λ_M = λ0 + α_M; the network's time input is
+    t = cdf(λ) ∈ [0, 1], t = 0 being the noisiest belief.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        data_shape: Sequence[int],
+        lambda_0: float = 1e-2,
+        alpha_M: float = 1e6,
+        alpha_R: float | None = None,
+        k: int = 50,
+        preconditioning: Literal["edm"] | None = "edm",
+        discretization: Discretization | None = None,
+        low_discrepancy_sampling: bool = True,
+        schedule: Schedule = "linear",
+    ):
+        super().__init__()
+        if preconditioning not in ("edm", None):
+            raise ValueError(f"preconditioning must be 'edm' or None, got {preconditioning!r}")
+        if lambda_0 <= 0 or alpha_M <= 0:
+            raise ValueError("lambda_0 and alpha_M must be positive precisions")
+        self.model = model
+        self.data_shape = tuple(int(d) for d in data_shape)
+        self.lambda_0 = float(lambda_0)
+        self.alpha_M = float(alpha_M)
+        self.alpha_R = float(2 * alpha_M if alpha_R is None else alpha_R)
+        self.lambda_M = self.lambda_0 + self.alpha_M
+        self.k = int(k)
+        self.preconditioning = preconditioning
+        self.discretization = discretization
+        self.low_discrepancy_sampling = low_discrepancy_sampling
+        self.schedule = schedule
+        self.L = math.log(self.lambda_M) - math.log(self.lambda_0)
+
+    @property
+    def data_dim(self) -> int:
+        return math.prod(self.data_shape)
+
+    # ---- precision schedule: λ log-uniform on [λ0, λ_M] --------------------------------
+    def cdf(self, lam: Tensor) -> Tensor:
+        """t = (ln λ − ln λ0) / L."""
+        return (torch.log(lam) - math.log(self.lambda_0)) / self.L
+
+    def icdf(self, t: Tensor) -> Tensor:
+        """λ = exp(L·t + ln λ0)."""
+        return torch.exp(self.L * t + math.log(self.lambda_0))
+
+    # ---- prediction x̂(μ, t) ---------------------------------------------------------------
+    def predict(self, mu: Float[Tensor, "B *D"], t: Float[Tensor, " B"], **model_kwargs) -> Tensor:
+        """x̂ = F(μ, t) without preconditioning, else EDM's c_skip·μ + c_out·F(c_in·μ, t)."""
+        if self.preconditioning is None:
+            return self.model(mu, t, **model_kwargs)
+        c_skip, c_out, c_in = (_bcast(c, mu) for c in self.edm_coefficients(t))
+        return c_skip * mu + c_out * self.model(c_in * mu, t, **model_kwargs)
+
+    def edm_coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in) with σ_data = 1: α = λ − λ0, κ = 1 + α·(α/λ)."""
+        lam = self.icdf(t)
+        alpha = lam - self.lambda_0
+        kappa = 1 + alpha * (alpha / lam)
+        return alpha / kappa, kappa.rsqrt(), (lam / kappa).sqrt()
+
+    # ---- sampling the belief marginal q(μ | x, λ) = N(((λ − λ0)/λ)·x, λ⁻¹·I) ----------------
+    def sample_belief(self, x: Tensor, lam: Tensor, generator=None) -> Tensor:
+        lam = _bcast(lam, x)
+        eps = _randn_like(x, generator)
+        return ((lam - self.lambda_0) / lam) * x + lam.rsqrt() * eps
+
+    def sample_t(self, n: int, batch: int, like: Tensor, generator=None) -> Float[Tensor, "n B"]:
+        """t of shape (n, B): low-discrepancy (stratified, one random offset) or i.i.d. U[0, 1)."""
+        dev, dt = like.device, like.dtype
+        if not self.low_discrepancy_sampling:
+            return torch.rand((n, batch), generator=generator, device=dev, dtype=dt)
+        u0 = torch.rand((), generator=generator, device=dev, dtype=dt)
+        perm = torch.randperm(n * batch, generator=generator, device=dev).to(dt)
+        grid = perm / (1 + n * batch)
+        return rearrange((grid + u0) % 1.0, "(n b) -> n b", n=n)
+
+    # ---- losses -----------------------------------------------------------------------------
+    def train_loss(self, x: Float[Tensor, "B *D"], generator=None, **model_kwargs) -> Tensor:
+        """Per-example loss λ·L·mean_d (x − x̂(μ, cdf λ))² with λ ~ p(λ) (1/p(λ) = λ·L)."""
+        self._check_shape(x)
+        t = self.sample_t(1, x.shape[0], x, generator)[0]
+        lam = self.icdf(t)
+        mu = self.sample_belief(x, lam, generator)
+        x_hat = self.predict(mu, t, **model_kwargs)
+        return lam * self.L * _sum_dims(torch.square(x - x_hat)) / self.data_dim
+
+    def measurement_loss(self, x: Tensor, n_samples: int = 10, generator=None,
+                         **model_kwargs) -> Float[Tensor, "n B"]:
+        """Infinite-step measurement loss L_M = ½·λ·L·Σ_d (x − x̂)², λ ~ p(λ); n samples each."""
+        self._check_shape(x)
+        n, b = n_samples, x.shape[0]
+        t = self.sample_t(n, b, x, generator).reshape(n * b)
+        xs = repeat(x, "b ... -> (n b) ...", n=n)
+        lam = self.icdf(t)
+        x_hat = self.predict(self.sample_belief(xs, lam, generator), t,
+                             **_repeat_kwargs(model_kwargs, n, b))
+        return (0.5 * lam * self.L * _sum_dims(torch.square(xs - x_hat))).reshape(n, b)
+
+    def finite_measurement_loss(self, x: Tensor, k: int | None = None, t: Tensor | None = None,
+                                n_samples: int = 10, generator=None,
+                                **model_kwargs) -> Float[Tensor, "n B"]:
+        """k-step measurement loss ½·k·α_i·Σ_d (x − x̂(μ, t_i))², i ~ U{0..k−1}, μ ~ q(μ|x, λ_i)."""
+        self._check_shape(x)
+        ts = self.schedule_t(k, t, x)
+        k = ts.numel() - 1
+        lam = self.icdf(ts)
+        alpha = lam[1:] - lam[:-1]
+        n, b = n_samples, x.shape[0]
+        i = torch.randint(0, k, (n * b,), generator=generator, device=x.device)
+        xs = repeat(x, "b ... -> (n b) ...", n=n)
+        x_hat = self.predict(self.sample_belief(xs, lam[i], generator), ts[i],
+                             **_repeat_kwargs(model_kwargs, n, b))
+        return (0.5 * k * alpha[i] * _sum_dims(torch.square(xs - x_hat))).reshape(n, b)
+
+    def reconstruction_loss(self, x: Tensor, n_samples: int = 1, generator=None,
+                            **model_kwargs) -> Float[Tensor, "n B"]:
+        """−log p(x | x̂(μ, 1)) with μ ~ q(μ | x, λ_M) and p = N(x̂, α_R⁻¹), discretized if set."""
+        self._check_shape(x)
+        self._check_range(x)
+        n, b = n_samples, x.shape[0]
+        xs = repeat(x, "b ... -> (n b) ...", n=n)
+        lam = torch.full((n * b,), self.lambda_M, dtype=x.dtype, device=x.device)
+        t = torch.ones_like(lam)
+        x_hat = self.predict(self.sample_belief(xs, lam, generator), t,
+                             **_repeat_kwargs(model_kwargs, n, b))
+        std = self.alpha_R ** -0.5
+        if self.discretization is not None:
+            log_p = self.discretization.log_prob(xs, x_hat, std)
+        else:
+            log_p = torch.distributions.Normal(x_hat, std).log_prob(xs)
+        return -_sum_dims(log_p).reshape(n, b)
+
+    def elbo(self, x: Float[Tensor, "B *D"], n_recon_samples: int = 1,
+             n_measure_samples: int = 10, k: int | None = None, t: Tensor | None = None,
+             return_variance: bool = False, generator=None, **model_kwargs):
+        """Monte-Carlo ELBO per example: −(mean L_R + mean L_M); no prior term.
+
+        With ``k``/``t`` the k-step measurement loss replaces the infinite-step one.
+        Returns ``(elbo, bpd, l_recon, l_measure)`` (nats per example, bpd = −elbo/(D ln 2)),
+        plus the variance of the bpd estimate when ``return_variance``:
+        (1/(D ln 2))²·(Var L_R/n_R + Var L_M/n_M).
+        """
+        l_r = self.reconstruction_loss(x, n_recon_samples, generator, **model_kwargs)
+        if k is None and t is None:
+            l_m = self.measurement_loss(x, n_measure_samples, generator, **model_kwargs)
+        else:
+            l_m = self.finite_measurement_loss(x, k, t, n_measure_samples, generator,
+                                               **model_kwargs)
+        l_recon, l_measure = l_r.mean(0), l_m.mean(0)
+        elbo = -(l_recon + l_measure)
+        scale = 1.0 / (self.data_dim * math.log(2))
+        bpd = -elbo * scale
+        if not return_variance:
+            return elbo, bpd, l_recon, l_measure
+        var = _var(l_r) / n_recon_samples + _var(l_m) / n_measure_samples
+        return elbo, bpd, l_recon, l_measure, scale**2 * var
+
+    def finite_elbo(self, x: Tensor, k: int | None = None, t: Tensor | None = None,
+                    **kwargs):
+        """ELBO of the k-step sampler (schedule ``t`` or ``self.schedule`` with k steps)."""
+        return self.elbo(x, k=k if k is not None or t is not None else self.k, t=t, **kwargs)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def schedule_t(self, k: int | None = None, t: Tensor | None = None, like: Tensor | None = None,
+                   schedule: Schedule | None = None) -> Tensor:
+        """The k + 1 network times t_0 = 0 < … < t_k = 1 of a named schedule (or ``t`` as given)."""
+        dtype = like.dtype if like is not None else torch.float64
+        device = like.device if like is not None else None
+        if t is not None:
+            t = torch.as_tensor(t, dtype=dtype, device=device)
+            if t.ndim != 1 or t.numel() < 2 or bool((t[1:] <= t[:-1]).any()):
+                raise ValueError("t must be a 1-D increasing schedule with at least 2 points")
+            return t
+        k = self.k if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k must be a positive number of steps, got {k}")
+        u = torch.linspace(0, 1, k + 1, dtype=torch.float64)
+        name = schedule or self.schedule
+        s0, s1 = self.lambda_0 ** -0.5, self.lambda_M ** -0.5
+        if name == "linear":
+            ts = u
+        elif name == "cosine":
+            var = (1 / self.lambda_0 - 1 / self.lambda_M) * torch.cos(math.pi * u / 2) ** 2
+            ts = self.cdf(1 / (var + 1 / self.lambda_M))
+        elif name == "edm":
+            ts = self.cdf((s0 + u * (s1 - s0)) ** -2)
+        elif name == "edm7":
+            rho = 7.0
+            std = (s0 ** (1 / rho) + u * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho
+            ts = self.cdf(std**-2)
+        else:
+            raise ValueError(f"unknown schedule {name!r}; use linear, cosine, edm or edm7")
+        ts = ts.clamp(0, 1)
+        ts[0], ts[-1] = 0.0, 1.0
+        return ts.to(dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def sample(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
+               schedule: Schedule | None = None, generator=None, device=None, dtype=None,
+               **model_kwargs) -> Float[Tensor, "n *D"]:
+        """k-step BSI sampler: x̂ = x̂(μ, t_i); y = x̂ + α_i^(−1/2)·ε;
+        μ ← (α_i·y + λ_i·μ)/λ_{i+1}; return x̂(μ, 1). k + 1 network calls."""
+        return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, False,
+                                 model_kwargs)["x"]
+
+    @torch.no_grad()
+    def sample_history(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
+                       schedule: Schedule | None = None, generator=None, device=None, dtype=None,
+                       **model_kwargs) -> dict[str, Tensor]:
+        """The sampler's every belief mean μ_i (k + 1), prediction x̂_i (k + 1, the last being
+        the sample) and measurement y_i (k), stacked on dim 0; the sample itself under ``"x"``."""
+        return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, True,
+                                 model_kwargs)
+
+    def _run_sampler(self, n_samples, k, t, schedule, generator, device, dtype, keep: bool,
+                     model_kwargs: dict) -> dict[str, Tensor]:
+        device, dtype = _device_dtype(self.model, device, dtype)
+        ts = self.schedule_t(k, t, torch.empty((), device=device, dtype=dtype), schedule)
+        lams = self.icdf(ts)
+        alphas = lams[1:] - lams[:-1]
+        shape = (n_samples, *self.data_shape)
+
+        def randn() -> Tensor:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        mu = self.lambda_0 ** -0.5 * randn()
+        hist: dict[str, list[Tensor]] = {"mu": [mu], "x_hat": [], "y": []}
+        for i in range(ts.numel() - 1):
+            x_hat = self.predict(mu, ts[i].expand(n_samples), **model_kwargs)
+            y = x_hat + alphas[i].rsqrt() * randn()
+            mu = (alphas[i] * y + lams[i] * mu) / lams[i + 1]
+            if keep:
+                hist["mu"].append(mu)
+                hist["x_hat"].append(x_hat)
+                hist["y"].append(y)
+        x = self.predict(mu, torch.ones(n_samples, device=device, dtype=dtype), **model_kwargs)
+        if not keep:
+            return {"x": x}
+        hist["x_hat"].append(x)
+        return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
+
+    # ---- input checks -------------------------------------------------------------------------
+    def _check_shape(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(f"BSI expects data of shape (B, {', '.join(map(str, self.data_shape))})"
+                             f", got {tuple(x.shape)}; set data_shape= to match your data")
+        if not x.is_floating_point():
+            raise ValueError(f"BSI expects floating-point data, got {x.dtype}")
+
+    def _check_range(self, x: Tensor) -> None:
+        d = self.discretization
+        if d is None:
+            return
+        tol = d.bin_width / 2
+        lo, hi = x.min().item(), x.max().item()
+        if lo < d.min - tol or hi > d.max + tol:
+            raise ValueError(f"data lies in [{lo:.3g}, {hi:.3g}] but the discretization expects "
+                             f"[{d.min}, {d.max}]; rescale it (e.g. 2·x − 1 for data in [0, 1])")
+
+
+def _bcast(c: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-example (B,) tensor to broadcast against (B, *D)."""
+    return c.reshape(-1, *([1] * (like.ndim - 1))) if c.ndim == 1 else c
+
+
+def _sum_dims(x: Tensor) -> Tensor:
+    return x.flatten(1).sum(1)
+
+
+def _var(x: Float[Tensor, "n B"]) -> Tensor:
+    return x.var(0) if x.shape[0] > 1 else torch.zeros_like(x[0])
+
+
+def _randn_like(x: Tensor, generator) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _repeat_kwargs(kwargs: dict, n: int, b: int) -> dict:
+    """Repeat per-example model kwargs (first dim B) to match an (n·B) batch."""
+    if n == 1:
+        return kwargs
+    return {key: repeat(v, "b ... -> (n b) ...", n=n) if torch.is_tensor(v) and v.ndim > 0
+            and v.shape[0] == b else v for key, v in kwargs.items()}
+
+
+def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's parameters, unless given (float32 on CPU otherwise)."""
+    param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if device is None:
+        device = param.device if param is not None else torch.device("cpu")
+    if dtype is None:
+        dtype = param.dtype if param is not None else torch.get_default_dtype()
+    return torch.device(device), dtype
