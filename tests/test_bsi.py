@@ -219,7 +219,8 @@ def test_sample_history_matches_sample():
     h = bsi.sample_history(5, k=7, generator=torch.Generator().manual_seed(0),
                            dtype=torch.float64)
     s = bsi.sample(5, k=7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert h["mu"].shape == (8, 5, D) and h["x_hat"].shape == (8, 5, D) and h["y"].shape == (7, 5, D)
+    assert h["mu"].shape == (8, 5, D) and h["x_hat"].shape == (8, 5, D)
+    assert h["y"].shape == (7, 5, D)
     torch.testing.assert_close(h["x"], s)
 
 

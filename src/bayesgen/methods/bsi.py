@@ -119,7 +119,7 @@ class BSI(nn.Module):
         return torch.exp(self.L * t + math.log(self.lambda_0))
 
     # ---- prediction x̂(μ, t) ---------------------------------------------------------------
-    def predict(self, mu: Float[Tensor, "B *D"], t: Float[Tensor, " B"], **model_kwargs) -> Tensor:
+    def predict(self, mu: Float[Tensor, " B *D"], t: Float[Tensor, " B"], **model_kwargs) -> Tensor:
         """x̂ = F(μ, t) without preconditioning, else EDM's c_skip·μ + c_out·F(c_in·μ, t)."""
         if self.preconditioning is None:
             return self.model(mu, t, **model_kwargs)
@@ -139,7 +139,7 @@ class BSI(nn.Module):
         eps = _randn_like(x, generator)
         return ((lam - self.lambda_0) / lam) * x + lam.rsqrt() * eps
 
-    def sample_t(self, n: int, batch: int, like: Tensor, generator=None) -> Float[Tensor, "n B"]:
+    def sample_t(self, n: int, batch: int, like: Tensor, generator=None) -> Float[Tensor, " n B"]:
         """t of shape (n, B): low-discrepancy (stratified, one random offset) or i.i.d. U[0, 1)."""
         dev, dt = like.device, like.dtype
         if not self.low_discrepancy_sampling:
@@ -150,7 +150,7 @@ class BSI(nn.Module):
         return rearrange((grid + u0) % 1.0, "(n b) -> n b", n=n)
 
     # ---- losses -----------------------------------------------------------------------------
-    def train_loss(self, x: Float[Tensor, "B *D"], generator=None, **model_kwargs) -> Tensor:
+    def train_loss(self, x: Float[Tensor, " B *D"], generator=None, **model_kwargs) -> Tensor:
         """Per-example loss λ·L·mean_d (x − x̂(μ, cdf λ))² with λ ~ p(λ) (1/p(λ) = λ·L)."""
         self._check_shape(x)
         t = self.sample_t(1, x.shape[0], x, generator)[0]
@@ -160,7 +160,7 @@ class BSI(nn.Module):
         return lam * self.L * _sum_dims(torch.square(x - x_hat)) / self.data_dim
 
     def measurement_loss(self, x: Tensor, n_samples: int = 10, generator=None,
-                         **model_kwargs) -> Float[Tensor, "n B"]:
+                         **model_kwargs) -> Float[Tensor, " n B"]:
         """Infinite-step measurement loss L_M = ½·λ·L·Σ_d (x − x̂)², λ ~ p(λ); n samples each."""
         self._check_shape(x)
         n, b = n_samples, x.shape[0]
@@ -173,7 +173,7 @@ class BSI(nn.Module):
 
     def finite_measurement_loss(self, x: Tensor, k: int | None = None, t: Tensor | None = None,
                                 n_samples: int = 10, generator=None,
-                                **model_kwargs) -> Float[Tensor, "n B"]:
+                                **model_kwargs) -> Float[Tensor, " n B"]:
         """k-step measurement loss ½·k·α_i·Σ_d (x − x̂(μ, t_i))², i ~ U{0..k−1}, μ ~ q(μ|x, λ_i)."""
         self._check_shape(x)
         ts = self.schedule_t(k, t, x)
@@ -188,7 +188,7 @@ class BSI(nn.Module):
         return (0.5 * k * alpha[i] * _sum_dims(torch.square(xs - x_hat))).reshape(n, b)
 
     def reconstruction_loss(self, x: Tensor, n_samples: int = 1, generator=None,
-                            **model_kwargs) -> Float[Tensor, "n B"]:
+                            **model_kwargs) -> Float[Tensor, " n B"]:
         """−log p(x | x̂(μ, 1)) with μ ~ q(μ | x, λ_M) and p = N(x̂, α_R⁻¹), discretized if set."""
         self._check_shape(x)
         self._check_range(x)
@@ -205,7 +205,7 @@ class BSI(nn.Module):
             log_p = torch.distributions.Normal(x_hat, std).log_prob(xs)
         return -_sum_dims(log_p).reshape(n, b)
 
-    def elbo(self, x: Float[Tensor, "B *D"], n_recon_samples: int = 1,
+    def elbo(self, x: Float[Tensor, " B *D"], n_recon_samples: int = 1,
              n_measure_samples: int = 10, k: int | None = None, t: Tensor | None = None,
              return_variance: bool = False, generator=None, **model_kwargs):
         """Monte-Carlo ELBO per example: −(mean L_R + mean L_M); no prior term.
@@ -272,7 +272,7 @@ class BSI(nn.Module):
     @torch.no_grad()
     def sample(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                schedule: Schedule | None = None, generator=None, device=None, dtype=None,
-               **model_kwargs) -> Float[Tensor, "n *D"]:
+               **model_kwargs) -> Float[Tensor, " n *D"]:
         """k-step BSI sampler: x̂ = x̂(μ, t_i); y = x̂ + α_i^(−1/2)·ε;
         μ ← (α_i·y + λ_i·μ)/λ_{i+1}; return x̂(μ, 1). k + 1 network calls."""
         return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, False,
@@ -317,8 +317,9 @@ class BSI(nn.Module):
     # ---- input checks -------------------------------------------------------------------------
     def _check_shape(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"BSI expects data of shape (B, {', '.join(map(str, self.data_shape))})"
-                             f", got {tuple(x.shape)}; set data_shape= to match your data")
+            shape = ", ".join(map(str, self.data_shape))
+            raise ValueError(f"BSI expects data of shape (B, {shape}), got {tuple(x.shape)}; "
+                             "set data_shape= to match your data")
         if not x.is_floating_point():
             raise ValueError(f"BSI expects floating-point data, got {x.dtype}")
 
@@ -342,7 +343,7 @@ def _sum_dims(x: Tensor) -> Tensor:
     return x.flatten(1).sum(1)
 
 
-def _var(x: Float[Tensor, "n B"]) -> Tensor:
+def _var(x: Float[Tensor, " n B"]) -> Tensor:
     return x.var(0) if x.shape[0] > 1 else torch.zeros_like(x[0])
 
 
