@@ -1,0 +1,410 @@
+"""The ``bayesgen`` command line: train, evaluate, sample, info (and the data/metric tools).
+
+Every command takes ``key=value`` arguments; ``bayesgen train`` takes Hydra overrides.
+Errors the user can fix are printed as one line (``bayesgen: error: ...``), exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+USAGE = """usage: bayesgen COMMAND [key=value ...]
+
+commands:
+  train     [overrides]                     train (Hydra overrides, e.g. experiment=digits-bsi)
+  evaluate  ckpt=RUN [k=inf|N] [n_steps=N] [samples=N] [repeats=N] [split=test] [max_batches=N]
+                                            bits/dim with its standard error -> JSON
+  sample    ckpt=RUN [n=64] [k=N] [n_steps=N] [out=DIR] [seed=0] [label=C] [guidance=W]
+                                            samples: PNG grid / scatter, animation, tensor
+  info      [overrides]                     parameter count of a configuration (meta device)
+
+Run `bayesgen COMMAND --help` for the command's options."""
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments."""
+
+
+def parse_args(args: list[str], allowed: dict[str, Callable], required=()) -> dict:
+    """``key=value`` arguments converted by ``allowed[key]``; unknown keys are an error."""
+    out = {}
+    for arg in args:
+        if "=" not in arg:
+            raise UsageError(f"expected key=value, got {arg!r}")
+        key, value = arg.split("=", 1)
+        if key not in allowed:
+            raise UsageError(f"unknown option {key!r}; valid options: {', '.join(allowed)}")
+        try:
+            out[key] = allowed[key](value)
+        except ValueError as e:
+            raise UsageError(f"invalid value {value!r} for {key}: {e}") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise UsageError(f"missing required option {missing[0]}=...")
+    return out
+
+
+def _int_or_inf(value: str) -> int | None:
+    if value.lower() in ("inf", "none", "null", "0"):
+        return None
+    n = int(value)
+    if n < 0:
+        raise ValueError("must be positive")
+    return n
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise ValueError("must be a positive integer")
+    return n
+
+
+# ---- train ----------------------------------------------------------------------------------
+def cmd_train(args: list[str]) -> int:
+    """bayesgen train [overrides]
+
+Train with Hydra overrides, e.g. `bayesgen train experiment=digits-bsi trainer.max_steps=2000`.
+Groups: data=, method=, net=, trainer=, experiment=. Resume an interrupted run with
+`bayesgen train from_ckpt=runs/<name>/<timestamp>` (further overrides apply to its saved config).
+Sweeps and Slurm: `bayesgen train -m hydra/launcher=slurm ...`.
+Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, samples.png,
+sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return _hydra_main(args)
+    from bayesgen.training.build import compose_config
+
+    cfg = _compose_with_resume(args, compose_config)
+    run_training(cfg)
+    return 0
+
+
+def _compose_with_resume(args: list[str], compose):
+    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config."""
+    from omegaconf import OmegaConf
+
+    from bayesgen.training.build import find_checkpoint
+
+    resume = next((a.split("=", 1)[1] for a in args if a.startswith("from_ckpt=")), None)
+    if resume is None:
+        return compose(args)
+    import torch
+
+    path = find_checkpoint(resume)
+    saved = torch.load(path, map_location="cpu", weights_only=False).get("bayesgen_config")
+    if saved is None:
+        raise UsageError(f"{path} has no bayesgen config; was it written by bayesgen train?")
+    cfg = OmegaConf.create(saved)
+    OmegaConf.set_struct(cfg, True)
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key == "from_ckpt":
+            continue
+        try:
+            OmegaConf.update(cfg, key, OmegaConf.create({"v": value})["v"] if value else None,
+                             merge=True)
+        except Exception:
+            raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
+    OmegaConf.set_struct(cfg, False)
+    cfg.from_ckpt = str(path)
+    return cfg
+
+
+def _hydra_main(args: list[str]) -> int:
+    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point."""
+    import hydra
+
+    @hydra.main(config_path="conf", config_name="config", version_base=None)
+    def main(cfg):
+        from hydra.core.hydra_config import HydraConfig
+
+        run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
+
+    sys.argv = ["bayesgen-train", *args]
+    main()
+    return 0
+
+
+def run_training(cfg, run_dir: Path | None = None) -> Path:
+    """Train, then write ``ema.safetensors``, ``metrics.json`` (test bpd) and samples."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import OnExceptionCheckpoint
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from bayesgen.training.build import build_datamodule, build_task, build_trainer
+    from bayesgen.training.outputs import evaluate_bpd, sample_labels, write_json, write_samples
+
+    resume = Path(cfg.from_ckpt) if cfg.get("from_ckpt") else None
+    if cfg.get("run_dir"):
+        run_dir = Path(cfg.run_dir)
+    elif run_dir is None and resume is not None:
+        run_dir = resume.parent.parent
+    elif run_dir is None:
+        run_dir = Path("runs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = build_datamodule(cfg)
+    task = build_task(cfg, dm.info)
+    on_interrupt = OnExceptionCheckpoint(run_dir / "checkpoints", filename="last")
+    trainer = build_trainer(cfg, run_dir, callbacks=[on_interrupt])
+    _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
+         f"{cfg.trainer.max_steps} steps -> {run_dir}")
+    start = time.time()
+    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    if trainer.interrupted:
+        _say(f"interrupted; resume with: bayesgen train from_ckpt={run_dir}")
+        return run_dir
+    if not trainer.is_global_zero:
+        return run_dir
+    train_time = time.time() - start
+    task.eval()
+    save_file({k: v.contiguous() for k, v in task.method.state_dict().items()},
+              str(run_dir / "ema.safetensors"))
+    split = cfg.evaluate.split
+    dm.setup("test" if split == "test" else "fit")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    with torch.no_grad():
+        metrics = evaluate_bpd(task, loader, task.eval_kwargs, max_batches=cfg.evaluate.max_batches,
+                               seed=cfg.seed)
+    metrics |= {"split": split, "steps": trainer.global_step, "train_seconds": round(train_time, 1)}
+    write_json(metrics, run_dir / "metrics.json")
+    sample_kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs", {}) or {})
+    paths = write_samples(task.method, dm.info, run_dir, n=cfg.sample.n,
+                          sample_kwargs=sample_kwargs,
+                          model_kwargs=sample_labels(task, cfg.sample.n),
+                          frames=cfg.sample.frames, animation=cfg.sample.animation,
+                          seed=cfg.seed)
+    _say(f"{split} bpd: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} "
+         f"({metrics['n_examples']} examples, trained {train_time:.0f} s)")
+    _say("wrote:")
+    for name in ("checkpoints/last.ckpt", "ema.safetensors", "metrics.json", "config.yaml"):
+        _say(f"  {run_dir / name}")
+    for path in paths.values():
+        _say(f"  {path}")
+    return run_dir
+
+
+# ---- evaluate / sample ------------------------------------------------------------------
+def _method_arg(fn, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
+def cmd_evaluate(args: list[str]) -> int:
+    """bayesgen evaluate ckpt=RUN_DIR_OR_CKPT [options]
+
+Bits/dim on the test (or val) split with its standard error, written to JSON.
+  k=inf|N        BSI: infinite-step ELBO (default) or the N-step ELBO
+  n_steps=N|inf  BFN: N-step loss or continuous time (inf)
+  samples=N      Monte-Carlo samples of the measurement loss (BSI)
+  repeats=N      estimates averaged per example (default 1)
+  split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
+    import torch
+
+    from bayesgen.training.build import build_datamodule, load_checkpoint
+    from bayesgen.training.outputs import evaluate_bpd, write_json
+
+    opts = parse_args(args, {"ckpt": str, "k": _int_or_inf, "n_steps": _int_or_inf,
+                             "samples": _positive_int, "repeats": _positive_int,
+                             "split": str, "max_batches": _positive_int,
+                             "batch_size": _positive_int, "out": str, "seed": int,
+                             "device": str}, required=["ckpt"])
+    if opts.get("split", "test") not in ("test", "val"):
+        raise UsageError("split must be 'test' or 'val'")
+    cfg, task, path = load_checkpoint(opts["ckpt"])
+    task.to(_device(opts.get("device")))
+    elbo = task.method.elbo
+    eval_kwargs = dict(task.eval_kwargs)
+    for key, target in (("k", "k"), ("n_steps", "n_steps"), ("samples", "n_measure_samples")):
+        if key in opts:
+            if not _method_arg(elbo, target):
+                raise UsageError(f"{key}= does not apply to method {cfg.method.name}")
+            eval_kwargs[target] = opts[key]
+    if "batch_size" in opts:
+        cfg.data.eval_batch_size = opts["batch_size"]
+    dm = build_datamodule(cfg)
+    split = opts.get("split", "test")
+    dm.setup("test" if split == "test" else "fit")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    with torch.no_grad():
+        m = evaluate_bpd(task, loader, eval_kwargs, repeats=opts.get("repeats", 1),
+                         max_batches=opts.get("max_batches"), seed=opts.get("seed", 0))
+    m |= {"split": split, "checkpoint": str(path)}
+    out = Path(opts.get("out", path.parent.parent / f"evaluate_{split}.json"))
+    write_json(m, out)
+    print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
+          f"{m['nats_per_dim']:.4f} ± {m['nats_per_dim_se']:.4f} nats/dim | "
+          f"{m['nats_per_example']:.2f} nats/example "
+          f"({m['n_examples']} examples × {m['repeats']} repeats, {_fmt(eval_kwargs)})")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sample(args: list[str]) -> int:
+    """bayesgen sample ckpt=RUN_DIR_OR_CKPT [options]
+
+Draw samples; writes samples.png (image grid or 2-D/3-D scatter), sampling.gif (or .webp),
+samples.pt (the raw tensor) and samples.txt for text.
+  n=64, k=N (BSI steps), n_steps=N (BFN steps), schedule=linear|cosine|edm|edm7 (BSI),
+  seed=0, label=C (class-conditional), guidance=W (classifier-free guidance),
+  frames=20, animation=gif|webp|none, out=DIR, device=cpu|cuda"""
+    from bayesgen.training.build import load_checkpoint
+    from bayesgen.training.outputs import sample_labels, write_samples
+
+    opts = parse_args(args, {"ckpt": str, "n": _positive_int, "k": _positive_int,
+                             "n_steps": _positive_int, "out": str, "seed": int, "label": int,
+                             "guidance": float, "schedule": str, "frames": _positive_int,
+                             "animation": str, "device": str}, required=["ckpt"])
+    if opts.get("animation", "gif") not in ("gif", "webp", "none"):
+        raise UsageError("animation must be gif, webp or none")
+    cfg, task, path = load_checkpoint(opts["ckpt"])
+    task.to(_device(opts.get("device")))
+    sample_kwargs = dict(cfg.method.get("sample_kwargs", {}) or {})
+    for key in ("k", "n_steps", "schedule"):
+        if key in opts:
+            if not _method_arg(task.method.sample, key):
+                raise UsageError(f"{key}= does not apply to method {cfg.method.name}")
+            sample_kwargs[key] = opts[key]
+    if "guidance" in opts:
+        _set_guidance(task, opts["guidance"])
+    n = opts.get("n", 64)
+    dm_info = _data_info(cfg)
+    out = Path(opts.get("out", path.parent.parent / "samples"))
+    paths = write_samples(task.method, dm_info, out, n=n, sample_kwargs=sample_kwargs,
+                          model_kwargs=sample_labels(task, n, opts.get("label")),
+                          frames=opts.get("frames", 20), animation=opts.get("animation", "gif"),
+                          seed=opts.get("seed", 0))
+    print(f"drew {n} samples ({_fmt(sample_kwargs)})")
+    for p in paths.values():
+        print(f"wrote {p}")
+    if "text" in paths:
+        print(paths["text"].read_text()[:1000])
+    return 0
+
+
+def _set_guidance(task, scale: float) -> None:
+    if not task.num_labels:
+        raise UsageError("guidance= needs a class-conditional model (conditional.enabled=true)")
+    from bayesgen.nets import ClassifierFreeGuidance
+
+    model = task.method.model
+    if isinstance(model, ClassifierFreeGuidance):
+        model.guidance_scale = scale
+    else:
+        task.method.model = ClassifierFreeGuidance(model, scale)
+
+
+def _data_info(cfg):
+    from bayesgen.training.build import build_datamodule
+
+    return build_datamodule(cfg).info
+
+
+def _device(name: str | None):
+    import torch
+
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _fmt(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
+
+
+# ---- info ---------------------------------------------------------------------------------
+def cmd_info(args: list[str]) -> int:
+    """bayesgen info [overrides]
+
+Print the parameter count of a configuration as JSON, built on the meta device (no memory),
+e.g. `bayesgen info experiment=cifar10-bsi`."""
+    import torch
+
+    from bayesgen.training.build import build_datamodule, build_method, compose_config
+
+    cfg = compose_config(args)
+    info = build_datamodule(cfg).info
+    with torch.device("meta"):
+        method = build_method(cfg, info)
+    n = sum(p.numel() for p in method.parameters())
+    print(json.dumps({"name": cfg.name, "net": cfg.net._target_, "method": cfg.method._target_,
+                      "data_shape": list(info.data_shape), "parameters": n,
+                      "parameters_millions": round(n / 1e6, 2)}))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info,
+}
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _one_line(e: BaseException) -> str:
+    """The innermost useful message of an exception, on one line."""
+    while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
+        e = e.__cause__
+    msg = str(e).strip().splitlines()
+    text = " ".join(line.strip() for line in msg if line.strip() and not
+                    line.startswith(("full_key", "object_type", "    ")))
+    return text or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"bayesgen: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in args):
+        print(COMMANDS[command].__doc__ or USAGE)
+        return 0
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        return COMMANDS[command](args)
+    except KeyboardInterrupt:
+        print("bayesgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - turned into one line for the user
+        if os.environ.get("BAYESGEN_DEBUG"):
+            raise
+        if not _is_user_error(e):
+            raise
+        print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError)
+    try:
+        from bayesgen.data import DatasetNotFoundError
+        user += (DatasetNotFoundError,)
+    except ImportError:
+        pass
+    while e is not None:
+        if isinstance(e, user):
+            return True
+        e = e.__cause__
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

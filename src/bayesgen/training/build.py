@@ -1,0 +1,141 @@
+"""From a Hydra config to data, network, method, task and trainer — and back from a checkpoint."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, get_method, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from bayesgen.training.ema import EMA
+from bayesgen.training.task import GenerativeTask
+
+# keys of a method config that configure evaluation and sampling, not the constructor
+METHOD_EXTRA_KEYS = ("name", "eval_kwargs", "sample_kwargs")
+
+
+class ConfigError(ValueError):
+    """A configuration the user can fix; its message says how."""
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with command-line ``overrides`` (Hydra syntax)."""
+    with initialize_config_module(config_module="bayesgen.conf", version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def build_datamodule(cfg: DictConfig):
+    return instantiate(cfg.data, _convert_="all")
+
+
+def _resolve_auto(key: str, info) -> Any:
+    """Values of ``auto`` in a method config come from the data set."""
+    from bayesgen.methods.bsi import Discretization
+
+    bins = getattr(info, "num_bins", None)
+    table = {
+        "discretization": Discretization(-1.0, 1.0, bins) if bins else None,
+        "num_bins": bins,
+        "num_classes": getattr(info, "num_classes", None),
+    }
+    if key not in table:
+        raise ConfigError(f"method.{key}=auto is not supported; give a value")
+    return table[key]
+
+
+def _net_defaults(net_cfg: DictConfig, info, num_labels: int) -> dict[str, Any]:
+    """Fill shape arguments of the network from the data set when the config leaves them out."""
+    target = get_class(net_cfg._target_)
+    params = inspect.signature(target).parameters
+    shape = tuple(info.data_shape)
+    known = {
+        "data_shape": shape,
+        "in_channels": shape[0],
+        "input_size": shape[-1],
+        "resolution": shape[-1],
+        "num_labels": num_labels,
+        "num_classes": num_labels,
+    }
+    return {k: v for k, v in known.items()
+            if k in params and net_cfg.get(k, None) is None}
+
+
+def build_method(cfg: DictConfig, info) -> nn.Module:
+    """The network (any ``net(x, t, ...)``) wrapped by the configured method."""
+    num_labels = info.num_labels if cfg.conditional.enabled else 0
+    if cfg.conditional.enabled and not info.num_labels:
+        raise ConfigError(f"conditional.enabled=true but data set {info.name!r} has no labels")
+    net = instantiate(cfg.net, **_net_defaults(cfg.net, info, num_labels), _convert_="all")
+    if num_labels and cfg.conditional.guidance_scale:
+        from bayesgen.nets import ClassifierFreeGuidance
+        net = ClassifierFreeGuidance(net, cfg.conditional.guidance_scale)
+    kwargs = OmegaConf.to_container(cfg.method, resolve=True)
+    target = get_method(kwargs.pop("_target_"))
+    for key in METHOD_EXTRA_KEYS:
+        kwargs.pop(key, None)
+    for key, value in kwargs.items():
+        if value == "auto":
+            kwargs[key] = _resolve_auto(key, info)
+        elif isinstance(value, dict) and "_target_" in value:
+            kwargs[key] = instantiate(value)
+    return target(model=net, data_shape=tuple(info.data_shape), **kwargs)
+
+
+def build_task(cfg: DictConfig, info) -> GenerativeTask:
+    method = build_method(cfg, info)
+    return GenerativeTask(
+        method,
+        **OmegaConf.to_container(cfg.optim),
+        eval_kwargs=OmegaConf.to_container(cfg.method.get("eval_kwargs", {}) or {}),
+        num_labels=info.num_labels if cfg.conditional.enabled else 0,
+        label_dropout=cfg.conditional.label_dropout,
+        compile=cfg.compile,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> L.Trainer:
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
+                           every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+                           filename="step{step:07d}", auto_insert_metric_name=False)
+    cbs = [ckpt, RichProgressBar(leave=True), *(callbacks or [])]
+    if cfg.ema.enabled:
+        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
+    loggers = [CSVLogger(run_dir, name="logs", version=""),
+               TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    return L.Trainer(**OmegaConf.to_container(cfg.trainer), default_root_dir=run_dir,
+                     callbacks=cbs, logger=loggers, enable_model_summary=False)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} not found; pass ckpt=<run dir or .ckpt file>")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu"):
+    """(config, task with the EMA weights, checkpoint path) of a training checkpoint."""
+    path = find_checkpoint(path)
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if "bayesgen_config" not in ckpt:
+        raise ConfigError(f"{path} was not written by bayesgen (no config inside)")
+    cfg = OmegaConf.create(ckpt["bayesgen_config"])
+    with open_dict(cfg):
+        cfg.data.num_workers = 0
+    info = build_datamodule(cfg).info
+    task = build_task(cfg, info)
+    task.load_state_dict(ckpt["state_dict"])
+    task.eval()
+    return cfg, task, path

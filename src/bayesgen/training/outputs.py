@@ -1,0 +1,119 @@
+"""What a run leaves behind: bits/dim with its standard error, sample pictures, animations."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+from torch import Tensor, nn
+
+from bayesgen import viz
+
+# keys of ``sample_history`` that hold per-step states in data space, best first
+FRAME_KEYS = ("frames", "x_hat", "probs", "trajectory", "x_traj", "mu")
+
+
+@torch.no_grad()
+def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1,
+                 max_batches: int | None = None, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
+    """Bits/dim of ``task.method`` on ``loader``: mean over examples of the mean over
+    ``repeats`` Monte-Carlo estimates, with the standard error over examples."""
+    method = task.method
+    device = next(method.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    accepts_gen = "generator" in inspect.signature(method.elbo).parameters
+    per_example: list[Tensor] = []
+    total = len(loader) if max_batches is None else min(max_batches, len(loader))
+    with Progress(disable=not progress, transient=True) as bar:
+        job = bar.add_task("evaluating", total=total * repeats)
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            kwargs = dict(eval_kwargs or {}) | task.model_kwargs(y, train=False)
+            if accepts_gen:
+                kwargs["generator"] = gen
+            runs = []
+            for _ in range(repeats):
+                runs.append(method.elbo(x, **kwargs)[1].double().cpu())
+                bar.advance(job)
+            per_example.append(torch.stack(runs).mean(0))
+    bpd = torch.cat(per_example)
+    n, dim = len(bpd), math.prod(method.data_shape)
+    se = (bpd.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+    nats_dim = bpd.mean().item() * math.log(2)
+    return {"bpd": bpd.mean().item(), "bpd_se": se, "nats_per_dim": nats_dim,
+            "nats_per_dim_se": se * math.log(2), "nats_per_example": nats_dim * dim,
+            "n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def sample_labels(task, n: int, label: int | None = None) -> dict[str, Tensor]:
+    """Class labels for conditional sampling: one class per grid row, or ``label`` for all."""
+    if not task.num_labels:
+        return {}
+    device = next(task.method.parameters()).device
+    if label is not None:
+        labels = torch.full((n,), int(label), device=device)
+    else:
+        labels = torch.arange(n, device=device) % task.num_labels
+    return {"class_labels": labels}
+
+
+def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,
+                  sample_kwargs: dict | None = None, model_kwargs: dict | None = None,
+                  frames: int = 20, animation: str = "gif", seed: int = 0) -> dict[str, Path]:
+    """Draw ``n`` samples and write the raw tensor, a picture and an animation of sampling."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(method.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    history = method.sample_history(n, generator=gen, **(sample_kwargs or {}),
+                                    **(model_kwargs or {}))
+    x = history["x"]
+    paths = {"tensor": out / "samples.pt"}
+    torch.save(x.cpu(), paths["tensor"])
+    steps = _frames(history, x, frames)
+    kind, num_classes = info.kind, getattr(info, "num_classes", None)
+    if kind == "text":
+        decode = info.decode
+        text = [decode(row) for row in x.cpu()]
+        paths["text"] = out / "samples.txt"
+        paths["text"].write_text("\n\n".join(text) + "\n")
+        return paths
+    if kind == "image":
+        paths["image"] = viz.save_image(
+            viz.image_grid(viz.to_unit_images(x, num_classes)), out / "samples.png")
+        pictures = [viz.image_grid(viz.to_unit_images(f, num_classes)) for f in steps]
+    elif x.shape[1] in (2, 3):
+        lims = (-3.5, 3.5)
+        paths["image"] = viz.save_image(viz.scatter(x, title="samples", lims=lims),
+                                        out / "samples.png")
+        pictures = [viz.scatter(f, title=f"step {i + 1}/{len(steps)}", lims=lims)
+                    for i, f in enumerate(steps)]
+    else:
+        return paths
+    if animation != "none" and len(pictures) > 1:
+        paths["animation"] = viz.save_animation(pictures, out / f"sampling.{animation}")
+    return paths
+
+
+def _frames(history: dict[str, Tensor], x: Tensor, n_frames: int) -> list[Tensor]:
+    for key in FRAME_KEYS:
+        v = history.get(key)
+        if v is not None and v.ndim == x.ndim + 1 and v.shape[1:] == x.shape:
+            return list(viz.pick_frames(v, n_frames))
+        if v is not None and v.ndim == x.ndim + 2 and v.shape[1:-1] == x.shape:  # probabilities
+            return list(viz.pick_frames(v, n_frames))
+    return [x]

@@ -1,0 +1,120 @@
+"""The one Lightning task that trains, validates and tests every method.
+
+A method is any module with ``train_loss(x, **model_kwargs) -> (B,)`` and
+``elbo(x, **eval_kwargs, **model_kwargs) -> tuple`` whose second entry is bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+
+class GenerativeTask(L.LightningModule):
+    """Trains ``method.train_loss``; validates and tests with ``method.elbo`` (bits/dim)."""
+
+    def __init__(
+        self,
+        method: nn.Module,
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 1e-4,
+        no_decay_on_norms_and_biases: bool = False,
+        warmup_steps: int = 1000,
+        lr_schedule: str = "constant",
+        min_lr: float = 0.0,
+        eval_kwargs: dict | None = None,
+        num_labels: int = 0,
+        label_dropout: float = 0.0,
+        compile: bool = False,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.lr_schedule must be constant or cosine, not {lr_schedule!r}")
+        self.method = method
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.no_decay_on_norms_and_biases = no_decay_on_norms_and_biases
+        self.warmup_steps, self.lr_schedule, self.min_lr = warmup_steps, lr_schedule, min_lr
+        self.eval_kwargs = dict(eval_kwargs or {})
+        self.num_labels, self.label_dropout = num_labels, label_dropout
+        self.compile = compile
+        self.config = config or {}
+        self._compiled_loss = None
+
+    # ---- conditioning -------------------------------------------------------------------
+    def model_kwargs(self, y: Tensor, train: bool) -> dict[str, Any]:
+        """Class labels for a conditional model; label −1 and dropped labels → the null label."""
+        if not self.num_labels:
+            return {}
+        labels = torch.where(y < 0, torch.full_like(y, self.num_labels), y)
+        if train and self.label_dropout > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.num_labels), labels)
+        return {"class_labels": labels}
+
+    # ---- steps ----------------------------------------------------------------------------
+    def train_loss(self, x: Tensor, **kwargs) -> Tensor:
+        if self.compile and self._compiled_loss is None:
+            self._compiled_loss = torch.compile(self.method.train_loss)
+        fn = self._compiled_loss or self.method.train_loss
+        return fn(x, **kwargs)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch, split: str) -> None:
+        x, y = batch
+        kwargs = self.model_kwargs(y, train=False)
+        with torch.autocast(self.device.type, enabled=False):  # evaluation runs in float32
+            x = x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
+            bpd = self.method.elbo(x, **self.eval_kwargs, **kwargs)[1]
+            loss = self.method.train_loss(x, **kwargs)
+        n = len(x)
+        self.log(f"{split}/bpd", bpd.mean(), prog_bar=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/loss", loss.mean(), sync_dist=True, batch_size=n)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ---- optimisation -----------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.method.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = self.no_decay_on_norms_and_biases and (
+                p.ndim < 2 or "norm" in name.lower() or "emb" in name.lower())
+            (no_decay if skip else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up from 1e-8 over ``warmup_steps``, then constant or cosine to min_lr."""
+        start = 1e-8 / self.lr
+        if step < self.warmup_steps:
+            return start + (1 - start) * step / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return 1.0
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if total is None or total <= self.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / (total - self.warmup_steps))
+        floor = self.min_lr / self.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bayesgen_config"] = self.config

@@ -1,0 +1,76 @@
+"""End to end through the command line: train, resume, evaluate, sample; one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from bayesgen.cli import main
+
+TINY = ["data=digits", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
+        "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
+        "checkpoint.every_n_train_steps=3",
+        "optim.warmup_steps=2", "ema.warmup_steps=2", "sample.n=4", "sample.frames=3",
+        "method.sample_kwargs.k=4", "method.eval_kwargs.n_measure_samples=2",
+        "evaluate.max_batches=1", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", *TINY, f"run_dir={run}"]) == 0
+    return run
+
+
+def test_train_writes_all_outputs(run_dir):
+    for name in ("checkpoints/last.ckpt", "ema.safetensors", "metrics.json", "config.yaml",
+                 "samples.png", "sampling.gif", "samples.pt", "logs/metrics.csv"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["bpd"] > 0 and metrics["bpd_se"] > 0
+    assert torch.load(run_dir / "samples.pt").shape == (4, 1, 8, 8)
+
+
+def test_resume_continues_from_last_checkpoint(run_dir):
+    before = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert before["global_step"] == 6
+    assert main(["train", f"from_ckpt={run_dir}", "trainer.max_steps=9"]) == 0
+    after = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert after["global_step"] == 9
+    # the optimizer state came along: Adam's step counter continued from 6
+    state = next(iter(after["optimizer_states"][0]["state"].values()))
+    assert int(state["step"]) == 9
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 9
+
+
+def test_evaluate_and_sample(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", f"ckpt={run_dir}", "k=8", "samples=2", "max_batches=1",
+                 f"out={out}"]) == 0
+    m = json.loads(out.read_text())
+    assert m["eval_kwargs"]["k"] == 8 and m["bpd"] > 0
+    assert "bits/dim" in capsys.readouterr().out
+    assert main(["evaluate", f"ckpt={run_dir}", "k=inf", "max_batches=1", "repeats=2",
+                 f"out={out}"]) == 0
+    assert json.loads(out.read_text())["repeats"] == 2
+    assert main(["sample", f"ckpt={run_dir}", "n=9", "k=5", f"out={tmp_path}/s",
+                 "animation=webp"]) == 0
+    assert (tmp_path / "s/samples.png").is_file() and (tmp_path / "s/sampling.webp").is_file()
+    assert torch.load(tmp_path / "s/samples.pt").shape == (9, 1, 8, 8)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "foo.bar=1"], "foo"),
+    (["train", "data=nope"], "nope"),
+    (["train", "method.k=-3", "trainer.max_steps=1"], "k must be"),
+    (["evaluate"], "ckpt"),
+    (["evaluate", "ckpt=/does/not/exist"], "not found"),
+    (["sample", "ckpt=x", "n=-1"], "positive"),
+    (["sample", "ckpt=x", "colour=red"], "unknown option"),
+])
+def test_errors_are_one_line(args, message, capsys, tmp_path):
+    assert main([*args, f"run_dir={tmp_path}"] if args[0] == "train" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bayesgen: error:") and message in err
+    assert len(err.splitlines()) == 1
