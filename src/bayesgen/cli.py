@@ -86,6 +86,7 @@ sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
 
 def _compose_with_resume(args: list[str], compose):
     """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from bayesgen.training.build import find_checkpoint
@@ -101,13 +102,11 @@ def _compose_with_resume(args: list[str], compose):
         raise UsageError(f"{path} has no bayesgen config; was it written by bayesgen train?")
     cfg = OmegaConf.create(saved)
     OmegaConf.set_struct(cfg, True)
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key == "from_ckpt":
-            continue
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides([a for a in args if not a.startswith("from_ckpt=")]):
+        key = override.key_or_group
         try:
-            OmegaConf.update(cfg, key, OmegaConf.create({"v": value})["v"] if value else None,
-                             merge=True)
+            OmegaConf.update(cfg, key, override.value(), merge=True)
         except Exception:
             raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
     OmegaConf.set_struct(cfg, False)
@@ -134,11 +133,11 @@ def run_training(cfg, run_dir: Path | None = None) -> Path:
     """Train, then write ``ema.safetensors``, ``metrics.json`` (test bpd) and samples."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import OnExceptionCheckpoint
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
     from bayesgen.training.build import build_datamodule, build_task, build_trainer
+    from bayesgen.training.callbacks import CheckpointOnInterrupt
     from bayesgen.training.outputs import evaluate_bpd, sample_labels, write_json, write_samples
 
     resume = Path(cfg.from_ckpt) if cfg.get("from_ckpt") else None
@@ -154,7 +153,7 @@ def run_training(cfg, run_dir: Path | None = None) -> Path:
 
     dm = build_datamodule(cfg)
     task = build_task(cfg, dm.info)
-    on_interrupt = OnExceptionCheckpoint(run_dir / "checkpoints", filename="last")
+    on_interrupt = CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
     trainer = build_trainer(cfg, run_dir, callbacks=[on_interrupt])
     _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
          f"{cfg.trainer.max_steps} steps -> {run_dir}")

@@ -26,9 +26,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
 
 from bayesgen.data.info import (
-    DataSource,
     DatasetInfo,
     DatasetNotFoundError,
+    DataSource,
     download_dir,
     fetch,
     md5_of_file,
@@ -164,7 +164,10 @@ class MNISTData(DataSource):
                 fetch([m + f"{base}.gz" for m in self.mirrors], dest, f"{base}.gz", gz_md5)
         except Exception as e:
             raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
-        return self._locate()
+        found = self._find()
+        if found is None:
+            raise DatasetNotFoundError(f"{message}; the download left no files in {dest}.")
+        return found
 
     def _read(self, path: Path) -> np.ndarray:
         data = path.read_bytes()
@@ -201,7 +204,7 @@ class MNISTData(DataSource):
 
 
 class FashionMNISTData(MNISTData):
-    """Fashion-MNIST, like `MNISTData`; also read from Debian's /usr/share/datasets/fashion-mnist."""
+    """Fashion-MNIST like `MNISTData`; also read from /usr/share/datasets/fashion-mnist (Debian)."""
 
     name, folder = "fashion_mnist", "fashion-mnist"
     mirrors = FashionMNIST.mirrors

@@ -105,6 +105,7 @@ def fetch(urls: Sequence[str], folder: Path, filename: str, md5: str | None) -> 
     for shared in _shared_dirs():
         if shared.is_dir() and folder.resolve().is_relative_to(shared.resolve()):
             raise PermissionError(f"refusing to download into the shared data folder {shared}")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     error: Exception | None = None
     for url in urls:
@@ -117,6 +118,8 @@ def fetch(urls: Sequence[str], folder: Path, filename: str, md5: str | None) -> 
         if path.is_file() and (md5 is None or md5_of_file(path) == md5):
             return path
         error = RuntimeError(f"download from {url} produced no valid {filename}")
+    if created and not any(folder.iterdir()):
+        folder.rmdir()
     raise error if error is not None else RuntimeError("no URL to download from")
 
 

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from bayesgen.data.info import (
-    DataSource,
     DatasetInfo,
     DatasetNotFoundError,
+    DataSource,
     download_dir,
     fetch,
     md5_of_file,
@@ -218,4 +218,3 @@ class Text8Data(DataSource):
                     f"replace it by the text8 inside {TEXT8_URL}."
                 )
         return _split(text_to_indices(data), self.seq_len)
-

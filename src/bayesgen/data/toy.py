@@ -20,7 +20,7 @@ import torch
 from sklearn import datasets as skd
 from torch.utils.data import TensorDataset
 
-from bayesgen.data.info import DataSource, DatasetInfo, split_indices
+from bayesgen.data.info import DatasetInfo, DataSource, split_indices
 
 TOYS = ("circles", "moons", "sine2", "s_curve", "swirl", "alt_s_curve", "alt_swirl")
 _LABELLED = ("circles", "moons")

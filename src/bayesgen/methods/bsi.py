@@ -90,8 +90,10 @@ class BSI(nn.Module):
         super().__init__()
         if preconditioning not in ("edm", None):
             raise ValueError(f"preconditioning must be 'edm' or None, got {preconditioning!r}")
-        if lambda_0 <= 0 or alpha_M <= 0:
-            raise ValueError("lambda_0 and alpha_M must be positive precisions")
+        if lambda_0 <= 0 or alpha_M <= 0 or (alpha_R is not None and alpha_R <= 0):
+            raise ValueError("lambda_0, alpha_M and alpha_R must be positive precisions")
+        if int(k) < 1:
+            raise ValueError(f"k must be a positive number of steps, got {k}")
         self.model = model
         self.data_shape = tuple(int(d) for d in data_shape)
         self.lambda_0 = float(lambda_0)

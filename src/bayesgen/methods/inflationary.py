@@ -164,7 +164,8 @@ class InflationSchedule(nn.Module):
     def s_dot(self, t: Tensor) -> Tensor:
         """ṡ = −½·A0·ρ(1 + g*)·γ_{g*}·(ξ* + γ_{g*})^(−3/2)."""
         gs = self.gamma_star(t)
-        return -0.5 * self.end_vars * self.rho * (1 + self.g_star) * gs * (self.xi_star + gs) ** -1.5
+        rate = self.rho * (1 + self.g_star)
+        return -0.5 * self.end_vars * rate * gs * (self.xi_star + gs) ** -1.5
 
     def state_var(self, t: Tensor) -> Float[Tensor, "*T D"]:
         """s(t)²·(λ + γ(t)): per-ES-dim variance of the scaled state for data N(μ, W diag λ Wᵀ),
@@ -172,25 +173,25 @@ class InflationSchedule(nn.Module):
         return self.s(t)[..., None] ** 2 * (self.lam.to(t) + self.gamma(t))
 
     # ---- coordinates --------------------------------------------------------------------------
-    def to_es(self, x: Float[Tensor, "B *S"]) -> Float[Tensor, "B D"]:
+    def to_es(self, x: Float[Tensor, " B *S"]) -> Float[Tensor, "B D"]:
         """y = Wᵀ(flat(x) − μ)."""
         x = x.flatten(1)
         if self.mean is not None:
             x = x - self.mean.to(x)
         return x @ self.W.to(x)
 
-    def from_es(self, y: Float[Tensor, "B D"]) -> Float[Tensor, "B *S"]:
+    def from_es(self, y: Float[Tensor, "B D"]) -> Float[Tensor, " B *S"]:
         """x = W·y + μ, reshaped to data_shape."""
         x = y @ self.W.to(y).T
         if self.mean is not None:
             x = x + self.mean.to(y)
         return x.reshape(-1, *self.data_shape)
 
-    def rotate_to_is(self, y: Float[Tensor, "B D"]) -> Float[Tensor, "B *S"]:
+    def rotate_to_is(self, y: Float[Tensor, "B D"]) -> Float[Tensor, " B *S"]:
         """W·y in the data layout (a direction: no centre)."""
         return (y @ self.W.to(y).T).reshape(-1, *self.data_shape)
 
-    def rotate_to_es(self, x: Float[Tensor, "B *S"]) -> Float[Tensor, "B D"]:
+    def rotate_to_es(self, x: Float[Tensor, " B *S"]) -> Float[Tensor, "B D"]:
         """Wᵀ·flat(x) (a direction: no centre)."""
         return x.flatten(1) @ self.W.to(x)
 
@@ -244,7 +245,7 @@ class InflationaryFlow(nn.Module):
         self.last_nfe = 0
 
     @classmethod
-    def from_data(cls, model: Callable[..., Tensor] | None, data: Float[Tensor, "N *S"],
+    def from_data(cls, model: Callable[..., Tensor] | None, data: Float[Tensor, " N *S"],
                   dims_to_keep: int | None = None, centre: bool = True, **kwargs
                   ) -> InflationaryFlow:
         """Fit the PCA: eigh of the covariance (about the mean, denominator n − 1), sorted
@@ -296,15 +297,15 @@ class InflationaryFlow(nn.Module):
         f_out = sched.rotate_to_es(f_out) if self.space == "IS" else f_out.flatten(1)
         return c_skip * x_tilde + c_out * f_out
 
-    def denoise(self, x_tilde: Float[Tensor, "B *S"], t: float | Tensor,
-                **model_kwargs) -> Float[Tensor, "B *S"]:
+    def denoise(self, x_tilde: Float[Tensor, " B *S"], t: float | Tensor,
+                **model_kwargs) -> Float[Tensor, " B *S"]:
         """D(x̃, t) in data coordinates."""
         self._check_data(x_tilde)
         y = self.schedule.to_es(x_tilde)
         return self.schedule.from_es(self.denoise_es(y, _t_batch(t, y), **model_kwargs))
 
-    def score(self, x_tilde: Float[Tensor, "B *S"], t: float | Tensor,
-              **model_kwargs) -> Float[Tensor, "B *S"]:
+    def score(self, x_tilde: Float[Tensor, " B *S"], t: float | Tensor,
+              **model_kwargs) -> Float[Tensor, " B *S"]:
         """∇ log p_t(x̃) = C(t)⁻¹·(D(x̃, t) − x̃), in data coordinates."""
         self._check_data(x_tilde)
         y = self.schedule.to_es(x_tilde)
@@ -330,7 +331,7 @@ class InflationaryFlow(nn.Module):
             return 12.0 + 1.2 * torch.randn(n, **kw)
         return self.t_min + (self.t_max - self.t_min) * torch.rand(n, **kw)
 
-    def train_loss(self, x: Float[Tensor, "B *S"], generator: torch.Generator | None = None,
+    def train_loss(self, x: Float[Tensor, " B *S"], generator: torch.Generator | None = None,
                    t: Tensor | None = None, **model_kwargs) -> Float[Tensor, " B"]:
         """Σ_i (w_i·(D(y + n, t) − y)_i)² in ES with y = Wᵀ(x − μ), n ~ N(0, diag γ(t)) and
         w = 1/c_out (also with ``preconditioning=None``); equal to the IS form since W is
@@ -363,18 +364,27 @@ class InflationaryFlow(nn.Module):
             n_steps = 1 if solver == "adaptive" else FIXED_STEPS[solver]
         return torch.linspace(self.t_start, self.t_max, n_steps + 1, dtype=dtype, device=device)
 
+    def state_scale(self, grid: Tensor) -> Float[Tensor, " D"]:
+        """σ_i = min_t s(t)·√(λ_i + γ_i(t)) over [grid ends]: the smallest natural scale of each
+        ES dim of the state (≈ s(T)·√λ_i-small for compressed dims of a PR-reducing flow)."""
+        t = torch.linspace(float(grid[0]), float(grid[-1]), 257, dtype=grid.dtype,
+                           device=grid.device)
+        return self.schedule.state_var(t).amin(0).sqrt()
+
     def integrate(self, x: Float[Tensor, "B D"], grid: Tensor, solver: Solver = "adaptive",
                   rtol: float = RTOL, atol: float = ATOL, return_trajectory: bool = False,
                   **model_kwargs) -> ODEResult:
         """Solve the pfODE for the scaled ES state along ``grid`` (either direction);
-        differentiable, sets ``last_nfe``."""
+        differentiable, sets ``last_nfe``. The adaptive solver's absolute tolerance is per ES
+        dim, atol·σ_i (:meth:`state_scale`), so that every direction — the compressed ones of
+        a PR-reducing flow included — is resolved to the same relative accuracy."""
         res = solve(lambda t, xt: self.velocity(xt, t, **model_kwargs), x, grid, solver,
-                    rtol, atol, return_trajectory)
+                    rtol, atol * self.state_scale(grid), return_trajectory)
         self.last_nfe = res.nfe
         return res
 
     @torch.no_grad()
-    def encode(self, x: Float[Tensor, "B *S"], solver: Solver = "adaptive",
+    def encode(self, x: Float[Tensor, " B *S"], solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, return_trajectory: bool = False,
                **model_kwargs) -> Float[Tensor, "B D"] | ODEResult:
@@ -397,7 +407,7 @@ class InflationaryFlow(nn.Module):
     def decode(self, z: Float[Tensor, "B D"], solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, return_trajectory: bool = False,
-               **model_kwargs) -> Float[Tensor, "B *S"] | ODEResult:
+               **model_kwargs) -> Float[Tensor, " B *S"] | ODEResult:
         """Generation: integrate the latents z (scaled ES, B × D) backward from t_max to
         t_start and map x̃ = x/s to data coordinates. With ``return_trajectory`` the
         :class:`ODEResult` whose ``x`` is the data and ``trajectory`` the scaled ES states."""
@@ -411,7 +421,7 @@ class InflationaryFlow(nn.Module):
             return ODEResult(x, res.nfe, res.trajectory, res.times)
         return x
 
-    def roundtrip(self, x: Float[Tensor, "B *S"], **kwargs) -> Float[Tensor, "B *S"]:
+    def roundtrip(self, x: Float[Tensor, " B *S"], **kwargs) -> Float[Tensor, " B *S"]:
         """decode(encode(x)); keyword arguments go to both. ``last_nfe`` counts both ways."""
         z = self.encode(x, **kwargs)
         nfe = self.last_nfe
@@ -449,7 +459,7 @@ class InflationaryFlow(nn.Module):
                generator: torch.Generator | None = None, solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, device=None, dtype=None,
-               **model_kwargs) -> Float[Tensor, "n *S"]:
+               **model_kwargs) -> Float[Tensor, " n *S"]:
         """decode(z) for latents z ~ :meth:`sample_latents` (dtype/device of the model's
         parameters unless given; float32 on CPU for parameter-free models)."""
         z = self.sample_latents(n_samples, eps, generator, device, dtype)
@@ -489,7 +499,7 @@ class InflationaryFlow(nn.Module):
         return -0.5 * (z**2 / var + torch.log(2 * math.pi * var)).sum(1)
 
     @torch.no_grad()
-    def log_likelihood(self, x: Float[Tensor, "B *S"], solver: Solver = "adaptive",
+    def log_likelihood(self, x: Float[Tensor, " B *S"], solver: Solver = "adaptive",
                        exact_divergence: bool | None = None, n_probes: int = 1,
                        probe: Literal["rademacher", "gaussian"] = "rademacher",
                        generator: torch.Generator | None = None, n_steps: int | None = None,
@@ -518,19 +528,20 @@ class InflationaryFlow(nn.Module):
                 return hutchinson_divergence(f, t, xt, probes)
 
         s0 = self.schedule.s(grid[0])
+        atol_aug = torch.cat([atol * self.state_scale(grid), grid.new_full((1,), atol)])
         x_T, delta, nfe = integrate_with_divergence(
             lambda t, xt: self.velocity(xt, t, **model_kwargs), s0 * y, grid, divergence,
-            solver, rtol, atol)
+            solver, rtol, atol_aug)
         self.last_nfe = nfe
         return self.base_log_prob(x_T) + delta + self.data_dim * torch.log(s0)
 
-    def bpd(self, x: Float[Tensor, "B *S"], bin_width: float | None = None,
+    def bpd(self, x: Float[Tensor, " B *S"], bin_width: float | None = None,
             **kwargs) -> Float[Tensor, " B"]:
         """Bits per dimension −log p(x)/(D·ln 2); with ``bin_width`` Δ the discrete version
         −(log p(x) + D·log Δ)/(D·ln 2) (e.g. Δ = 2/255 for 8-bit images in [−1, 1])."""
         return self.elbo(x, bin_width=bin_width, **kwargs)[1]
 
-    def elbo(self, x: Float[Tensor, "B *S"], bin_width: float | None = None,
+    def elbo(self, x: Float[Tensor, " B *S"], bin_width: float | None = None,
              **kwargs) -> tuple[Tensor, Tensor]:
         """(−log p(x) in nats, bits per dimension) per example — the exact ODE likelihood of
         :meth:`log_likelihood` (not a bound); keyword arguments go to it."""
@@ -572,8 +583,8 @@ class GaussianDenoiser(nn.Module):
         lam = schedule.lam if eigvals is None else torch.as_tensor(eigvals, dtype=torch.float64)
         self.register_buffer("lam", lam.clone())
 
-    def forward(self, x_tilde: Float[Tensor, "B *S"], t: Float[Tensor, " B"],
-                **model_kwargs) -> Float[Tensor, "B *S"]:
+    def forward(self, x_tilde: Float[Tensor, " B *S"], t: Float[Tensor, " B"],
+                **model_kwargs) -> Float[Tensor, " B *S"]:
         y = self.schedule.to_es(x_tilde)
         lam = self.lam.to(y)
         return self.schedule.from_es(lam / (lam + self.schedule.gamma(_t_batch(t, y))) * y)
@@ -585,15 +596,15 @@ class DiscreteScoreDenoiser(nn.Module):
     w_j = max(exp(−½ d_jᵀ C(t)⁻¹ d_j), floor), d_j = x̃ − x_j, in log-space (O(B·N·D) memory).
     ``floor=None`` gives the unfloored posterior mean."""
 
-    def __init__(self, reference_points: Float[Tensor, "N *S"], schedule: InflationSchedule,
+    def __init__(self, reference_points: Float[Tensor, " N *S"], schedule: InflationSchedule,
                  floor: float | None = 1e-30):
         super().__init__()
         self.schedule = schedule
         self.log_floor = None if floor is None else math.log(floor)
         self.register_buffer("points_es", schedule.to_es(reference_points.to(torch.float64)))
 
-    def forward(self, x_tilde: Float[Tensor, "B *S"], t: Float[Tensor, " B"],
-                **model_kwargs) -> Float[Tensor, "B *S"]:
+    def forward(self, x_tilde: Float[Tensor, " B *S"], t: Float[Tensor, " B"],
+                **model_kwargs) -> Float[Tensor, " B *S"]:
         y = self.schedule.to_es(x_tilde)
         points = self.points_es.to(y)
         gamma = self.schedule.gamma(_t_batch(t, y))

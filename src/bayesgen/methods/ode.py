@@ -59,7 +59,8 @@ class CountedField:
 def _as_grid(grid: Tensor | list[float], like: Tensor) -> Float[Tensor, " n"]:
     grid = torch.as_tensor(grid).to(dtype=like.dtype, device=like.device)
     if grid.ndim != 1 or grid.numel() < 2:
-        raise ValueError(f"the time grid must be 1-D with at least 2 points, got {tuple(grid.shape)}")
+        raise ValueError("the time grid must be 1-D with at least 2 points, got shape "
+                         f"{tuple(grid.shape)}")
     steps = grid[1:] - grid[:-1]
     if not (torch.all(steps > 0) or torch.all(steps < 0)):
         raise ValueError("the time grid must be strictly increasing or strictly decreasing")
@@ -96,11 +97,13 @@ def heun(f: VectorField, x: Tensor, grid: Tensor, return_trajectory: bool = Fals
     return _result(x, 2 * (grid.numel() - 1), xs, grid, return_trajectory)
 
 
-def adaptive(f: VectorField, x: Tensor, grid: Tensor, rtol: float = 1e-5, atol: float = 1e-5,
-             method: str = "dopri5", return_trajectory: bool = False) -> ODEResult:
+def adaptive(f: VectorField, x: Tensor, grid: Tensor, rtol: float = 1e-5,
+             atol: float | Tensor = 1e-5, method: str = "dopri5",
+             return_trajectory: bool = False) -> ODEResult:
     """torchdiffeq ``odeint`` from ``grid[0]`` to ``grid[-1]`` with step-size control
-    (error ≤ atol + rtol·|x| per element); the states at all grid points if a trajectory is
-    asked for (dense output, no extra evaluations)."""
+    (local error ≤ atol + rtol·|x| per element; ``atol`` may be a tensor broadcasting against
+    x); the states at all grid points if a trajectory is asked for (dense output, no extra
+    evaluations)."""
     grid = _as_grid(grid, x)
     times = grid if return_trajectory else grid[[0, -1]]
     field = CountedField(f)
@@ -111,7 +114,8 @@ def adaptive(f: VectorField, x: Tensor, grid: Tensor, rtol: float = 1e-5, atol: 
 
 
 def solve(f: VectorField, x: Tensor, grid: Tensor, solver: Solver = "adaptive",
-          rtol: float = 1e-5, atol: float = 1e-5, return_trajectory: bool = False) -> ODEResult:
+          rtol: float = 1e-5, atol: float | Tensor = 1e-5,
+          return_trajectory: bool = False) -> ODEResult:
     """Integrate dx/dt = f(t, x) along ``grid`` with ``solver`` ∈ {euler, heun, adaptive}."""
     if solver == "euler":
         return euler(f, x, grid, return_trajectory)
@@ -168,8 +172,10 @@ def draw_probes(n_probes: int, like: Float[Tensor, "B D"],
 def integrate_with_divergence(f: VectorField, x: Float[Tensor, "B D"], grid: Tensor,
                               divergence: Divergence = exact_divergence,
                               solver: Solver = "adaptive", rtol: float = 1e-5,
-                              atol: float = 1e-5) -> tuple[Tensor, Float[Tensor, " B"], int]:
-    """Integrate the augmented ODE d(x, Δ)/dt = (f, ∇·f) along ``grid``.
+                              atol: float | Tensor = 1e-5
+                              ) -> tuple[Tensor, Float[Tensor, " B"], int]:
+    """Integrate the augmented ODE d(x, Δ)/dt = (f, ∇·f) along ``grid`` (a tensor ``atol``
+    covers the D + 1 augmented entries).
 
     Returns the final state, Δ = ∫ ∇·f(x(t), t) dt over the grid, and the number of
     evaluations. With the instantaneous change of variables, log p_{t0}(x(t0)) =

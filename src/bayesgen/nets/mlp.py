@@ -50,7 +50,7 @@ class MLP(nn.Module):
         widths = [math.prod(data_shape) * (1 + self.fourier.multiplier) + time_dim]
         widths += [hidden] * depth
         layers = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(w_in, w_out), act()]
         self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], math.prod(self.out_shape)))
 

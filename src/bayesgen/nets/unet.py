@@ -216,8 +216,8 @@ class ImprovedUNet(nn.Module):
                     ds //= 2
                 self.up.append(EmbedSequential(*layers))
 
-        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(),
-                                 zero_init(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)))
+        out_conv = nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)
+        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), zero_init(out_conv))
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         c = self.time_emb(t)

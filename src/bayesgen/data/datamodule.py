@@ -1,0 +1,119 @@
+"""The registry of data sets, `build_datasets`, and the Lightning `DataModule`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bayesgen.data.images import (
+    BinarizedMNISTData,
+    CIFAR10Data,
+    FashionMNISTData,
+    ImageFolderData,
+    ImageNetData,
+    MNISTData,
+)
+from bayesgen.data.info import DatasetInfo, DataSource
+from bayesgen.data.text import Text8Data, TextFileData, TinyShakespeareData
+from bayesgen.data.toy import TOYS, DigitsData, ToyData
+
+DATASETS: dict[str, Callable[..., DataSource]] = {
+    **{name: partial(ToyData, name) for name in TOYS},
+    "digits": DigitsData,
+    "mnist": MNISTData,
+    "binarized_mnist": BinarizedMNISTData,
+    "fashion_mnist": FashionMNISTData,
+    "cifar10": CIFAR10Data,
+    "image_folder": ImageFolderData,
+    "image_zip": ImageFolderData,
+    "imagenet32": partial(ImageNetData, 32),
+    "imagenet64": partial(ImageNetData, 64),
+    "text8": Text8Data,
+    "tinyshakespeare": TinyShakespeareData,
+    "text": TextFileData,
+}
+
+
+def dataset_options(name: str) -> dict[str, object]:
+    """The options of data set `name` and their defaults (`root` excluded)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    params = inspect.signature(DATASETS[name]).parameters
+    return {k: p.default for k, p in params.items() if k != "root"}
+
+
+def make_source(name: str, root=None, **options) -> DataSource:
+    """The `DataSource` of data set `name`, options checked; reads no data."""
+    valid = dataset_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for data set {name!r}; valid options: "
+            + ", ".join(f"{k}={v!r}" for k, v in valid.items())
+        )
+    return DATASETS[name](root=root, **options)
+
+
+def build_datasets(
+    name: str, root=None, **options
+) -> tuple[Dataset, Dataset, Dataset, DatasetInfo]:
+    """(train, val, test, info) of data set `name`; items are `(x, y)` (see CONTRIBUTING.md)."""
+    source = make_source(name, root, **options)
+    return (*source.load(), source.info)
+
+
+class DataModule(L.LightningDataModule):
+    """Loaders of a registered data set; `.info` is known right after construction.
+
+    Training batches are shuffled and the last incomplete one is dropped; validation and test
+    batches (`eval_batch_size`, default `batch_size`) keep their order and every item.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root=None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        **options,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.source = make_source(name, root, **options)
+        self.info = self.source.info
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train = self.val = self.test = None
+
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            self.train, self.val, self.test = self.source.load()
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, train=False)

@@ -1,0 +1,23 @@
+"""Callbacks of the training engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class CheckpointOnInterrupt(Callback):
+    """Saves ``last.ckpt`` when training stops on an exception (Ctrl-C included), so that
+    ``bayesgen train from_ckpt=RUN`` resumes from the step reached. Lightning writes
+    checkpoints atomically (a temporary file, then a rename), so a kill mid-write leaves the
+    previous ``last.ckpt`` intact."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
