@@ -246,7 +246,8 @@ def test_categorical_data_losses_equal_shannon_entropy():
         assert_mc_close(bfn.n_step_loss(x, n, generator=g) + l_recon, D * entropy)
     per_coord = BFN.discrete(CategoricalPosterior(p), (D,), num_classes=3, beta_1=3.0,
                              per_coordinate_receiver=True)
-    assert per_coord.n_step_loss(x, 4, generator=g).mean() > D * entropy + 0.1
+    # the official per-coordinate mixture is not the exact receiver: here it costs ≈ 0.13 nats/dim
+    assert (per_coord.n_step_loss(x, 4, generator=g) + l_recon).mean() > D * entropy + 0.1
 
 
 def test_discrete_receivers_match_brute_force():
@@ -468,3 +469,22 @@ def test_bad_inputs_raise_value_errors():
             BFN.continuous(eps_net, (2,), **kwargs)
     with pytest.raises(ValueError):
         BFN.discrete(logits_net, (2,), num_classes=1, beta_1=1.0)
+
+
+def test_losses_have_finite_gradients():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4).double()
+    flat = lambda v, t: lin(v.flatten(1)).reshape(v.shape)
+    x = torch.rand(8, 2, 2, generator=gen(14), dtype=F64) * 2 - 1
+    cases = [
+        (BFN.continuous(F64Net(flat), (4,)), x.flatten(1)),
+        (BFN.discretized(F64Net(lambda v, t: lin(torch.cat([v, v], 1))), (2,), num_bins=16),
+         x[:, :, 0]),
+        (BFN.discrete(F64Net(flat), (2,), num_classes=2, beta_1=3.0,
+                      per_coordinate_receiver=True), torch.randint(0, 2, (8, 2), generator=gen())),
+    ]
+    for bfn, data in cases:
+        lin.zero_grad()
+        loss = bfn.train_loss(data) + bfn.n_step_loss(data, 5) + bfn.recon_loss(data)
+        loss.mean().backward()
+        assert all(torch.isfinite(p.grad).all() for p in lin.parameters())

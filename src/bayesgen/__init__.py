@@ -1,6 +1,13 @@
-"""bayesgen: generative models built on Bayesian inference (BSI, BFN, Inflationary Flows)."""
+"""bayesgen: generative models built on Bayesian inference.
 
+Bayesian Sample Inference (``BSI``), Bayesian Flow Networks (``BFN``) for continuous,
+discretized and discrete data, and Inflationary Flows (``InflationaryFlow``). Each method is one
+self-contained file in ``bayesgen.methods`` that wraps any network ``model(x, t)``.
+"""
+
+from bayesgen.methods.bfn import BFN
 from bayesgen.methods.bsi import BSI, Discretization
+from bayesgen.methods.inflationary import InflationaryFlow
 
-__all__ = ["BSI", "Discretization"]
+__all__ = ["BFN", "BSI", "Discretization", "InflationaryFlow"]
 __version__ = "0.1.0"

@@ -152,7 +152,7 @@ def run_training(cfg, run_dir: Path | None = None) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
-    task = build_task(cfg, dm.info)
+    task = build_task(cfg, dm)
     on_interrupt = CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
     trainer = build_trainer(cfg, run_dir, callbacks=[on_interrupt])
     _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
@@ -332,9 +332,10 @@ e.g. `bayesgen info experiment=cifar10-bsi`."""
     from bayesgen.training.build import build_datamodule, build_method, compose_config
 
     cfg = compose_config(args)
-    info = build_datamodule(cfg).info
+    dm = build_datamodule(cfg)
+    info = dm.info
     with torch.device("meta"):
-        method = build_method(cfg, info)
+        method = build_method(cfg, dm)
     n = sum(p.numel() for p in method.parameters())
     print(json.dumps({"name": cfg.name, "net": cfg.net._target_, "method": cfg.method._target_,
                       "data_shape": list(info.data_shape), "parameters": n,

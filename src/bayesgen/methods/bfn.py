@@ -263,11 +263,11 @@ class BFN(nn.Module):
 
     def extra_repr(self) -> str:
         if self.kind == "discrete":
-            return f"discrete, data_shape={self.data_shape}, K={self.num_classes}, " \
-                   f"beta_1={self.beta_1}"
+            return (f"discrete, data_shape={self.data_shape}, num_classes={self.num_classes}, "
+                    f"beta_1={self.beta_1}")
         bins = f", num_bins={self.num_bins}" if self.kind == "discretized" else ""
-        return f"{self.kind}, data_shape={self.data_shape}, sigma_1={self.sigma_1}{bins}, " \
-               f"parameterization={self.parameterization!r}"
+        return (f"{self.kind}, data_shape={self.data_shape}, sigma_1={self.sigma_1}{bins}, "
+                f"parameterization={self.parameterization!r}")
 
     @property
     def data_dim(self) -> int:
@@ -394,7 +394,8 @@ class BFN(nn.Module):
     def n_step_loss(self, x: Tensor, n_steps: int, generator=None,
                     **model_kwargs) -> Float[Tensor, " B"]:
         """n-step loss L^n(x) = n·E_i KL(p_S(· | x; α_i) ‖ p_R(· | θ_{i−1}; t_{i−1}, α_i)),
-        one i ~ U{1..n} per example, t_{i−1} = (i − 1)/n, nats per example.
+        one i ~ U{1..n} per example (i = ⌊u·n⌋ + 1 with u as for t), t_{i−1} = (i − 1)/n,
+        θ_{i−1} ~ p_F(· | x; t_{i−1}); nats per example.
 
         Continuous: n·α_i/2·‖x − x̂‖² (Eq. 96). Discretized: n × mean over 10 samples
         y ~ N(x, 1/α_i) of ln N(y | x, 1/α_i) − ln Σ_k p_k N(y | k_c, 1/α_i) (§5). Discrete:
@@ -545,11 +546,11 @@ class BFN(nn.Module):
                 alpha = self.alpha(i, n)
                 t = ts[i - 1].expand(n_samples)
                 if self.kind == "continuous":
-                    x_hat = k = self.x_hat(mu, t, **model_kwargs)
-                else:
+                    x_hat = k = self.x_hat(mu, t, **model_kwargs)  # a point mass at x̂
+                else:  # a bin centre drawn from the discretized Gaussian
                     mean, std = self.output_normal(mu, t, **model_kwargs)
                     k = quantize(mean + std * randn(mean), self.num_bins)
-                    x_hat = self._bin_mean(mean, std) if keep else k
+                    x_hat = self._bin_mean(mean, std) if keep else None
                 y = k + alpha**-0.5 * randn(k)
                 mu, rho = bayesian_update_continuous(mu, rho, y, alpha)
                 record(mu=mu, x_hat=x_hat, y=y, **({"k": k} if self.kind == "discretized" else {}))

@@ -120,6 +120,8 @@ class InflationSchedule(nn.Module):
             raise ValueError("eigvals must be positive; drop or floor degenerate directions "
                              "(InflationaryFlow.from_data floors them at 1e-12·max λ)")
         self.gamma0, self.rho, self.end_vars = float(gamma0), float(rho), float(end_vars)
+        self.xi_star = float(eigvals.max())     # ξ* = max λ
+        self.g_star = float(g.max())            # g* = max g
         self.register_buffer("lam", eigvals)
         self.register_buffer("W", eigvecs)
         self.register_buffer("g", g.to(torch.float64))
@@ -129,16 +131,6 @@ class InflationSchedule(nn.Module):
     @property
     def data_dim(self) -> int:
         return self.lam.numel()
-
-    @property
-    def xi_star(self) -> float:
-        """ξ* = max λ."""
-        return float(self.lam.max())
-
-    @property
-    def g_star(self) -> float:
-        """g* = max g."""
-        return float(self.g.max())
 
     # ---- schedule -----------------------------------------------------------------------------
     def gamma(self, t: Float[Tensor, " *T"]) -> Float[Tensor, "*T D"]:
@@ -310,8 +302,8 @@ class InflationaryFlow(nn.Module):
         self._check_data(x_tilde)
         y = self.schedule.to_es(x_tilde)
         t = _t_batch(t, y)
-        eps = (self.denoise_es(y, t, **model_kwargs) - y) / self.schedule.gamma(t)
-        return self.schedule.rotate_to_is(eps)
+        score_es = (self.denoise_es(y, t, **model_kwargs) - y) / self.schedule.gamma(t)
+        return self.schedule.rotate_to_is(score_es)
 
     def velocity(self, x: Float[Tensor, "B D"], t: float | Tensor,
                  **model_kwargs) -> Float[Tensor, "B D"]:
@@ -353,6 +345,8 @@ class InflationaryFlow(nn.Module):
         """Increasing grid on [t_start, t_max]: ``grid`` as given (re-oriented), else n_steps
         (or ⌈(t_max − t_start)/h⌉) equal steps; defaults: [t_start, t_max] for the adaptive
         solver (output times only), FIXED_STEPS[solver] steps otherwise."""
+        if solver not in ("euler", "heun", "adaptive"):
+            raise ValueError(f"unknown solver {solver!r}; use 'euler', 'heun' or 'adaptive'")
         dtype = like.dtype if like is not None else torch.float64
         device = like.device if like is not None else None
         if grid is not None:
@@ -391,10 +385,14 @@ class InflationaryFlow(nn.Module):
         """Inflation ("melt"): x̃ = data in ES at t_start, x = s·x̃, integrated forward to t_max.
 
         Returns the latents z (B, D), scaled ES coordinates; with ``return_trajectory`` the
-        :class:`ODEResult` (``trajectory`` of scaled ES states at ``times``). Default solver:
-        dopri5 with rtol = atol = 1e-5 (roundtrip error ~1e-6 relative on Gaussian data,
-        ≈ 100–200 network calls per direction); ``solver="heun"`` with 255 steps is the
-        authors' image setting, ``"euler"`` on ``reference_grid("toy", 701)`` their toy one.
+        :class:`ODEResult` (``trajectory`` of scaled ES states at ``times``).
+
+        Default solver: dopri5 with rtol = atol = 1e-5 (atol per ES dim, see :meth:`integrate`):
+        on Gaussian data with the exact denoiser (D = 3 and 64, PR-preserving and -reducing)
+        roundtrip errors of 3e-6–7e-5 relative for 30–220 network calls per direction.
+        ``solver="heun"`` with 255 steps (510 calls) is the authors' image setting and
+        ``"euler"`` on ``reference_grid("toy", 701)`` their toy one (roundtrip ~1e-3); without
+        n_steps / h / grid the fixed-step solvers take FIXED_STEPS steps.
         """
         self._check_data(x)
         y = self.schedule.to_es(x)

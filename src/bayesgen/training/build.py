@@ -10,11 +10,12 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, get_method, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from bayesgen.training.callbacks import ProgressBar
 from bayesgen.training.ema import EMA
 from bayesgen.training.task import GenerativeTask
 
@@ -36,19 +37,24 @@ def build_datamodule(cfg: DictConfig):
     return instantiate(cfg.data, _convert_="all")
 
 
-def _resolve_auto(key: str, info) -> Any:
-    """Values of ``auto`` in a method config come from the data set."""
+def _resolve_auto(key: str, dm) -> Any:
+    """Values of ``auto`` in a method config come from the data set: its bins, its number of
+    classes, or (``data``) a tensor of up to 70,000 training examples, e.g. to fit a PCA."""
     from bayesgen.methods.bsi import Discretization
 
+    info = dm.info
     bins = getattr(info, "num_bins", None)
-    table = {
-        "discretization": Discretization(-1.0, 1.0, bins) if bins else None,
-        "num_bins": bins,
-        "num_classes": getattr(info, "num_classes", None),
-    }
-    if key not in table:
-        raise ConfigError(f"method.{key}=auto is not supported; give a value")
-    return table[key]
+    if key == "discretization":
+        return Discretization(-1.0, 1.0, bins) if bins else None
+    if key == "num_bins":
+        return bins
+    if key == "num_classes":
+        return info.num_classes
+    if key == "data":
+        dm.setup("fit")
+        n = min(len(dm.train), 70_000)
+        return torch.stack([dm.train[i][0] for i in range(n)])
+    raise ConfigError(f"method.{key}=auto is not supported; give a value")
 
 
 def _net_defaults(net_cfg: DictConfig, info, num_labels: int) -> dict[str, Any]:
@@ -68,8 +74,9 @@ def _net_defaults(net_cfg: DictConfig, info, num_labels: int) -> dict[str, Any]:
             if k in params and net_cfg.get(k, None) is None}
 
 
-def build_method(cfg: DictConfig, info) -> nn.Module:
+def build_method(cfg: DictConfig, dm) -> nn.Module:
     """The network (any ``net(x, t, ...)``) wrapped by the configured method."""
+    info = dm.info
     num_labels = info.num_labels if cfg.conditional.enabled else 0
     if cfg.conditional.enabled and not info.num_labels:
         raise ConfigError(f"conditional.enabled=true but data set {info.name!r} has no labels")
@@ -83,14 +90,15 @@ def build_method(cfg: DictConfig, info) -> nn.Module:
         kwargs.pop(key, None)
     for key, value in kwargs.items():
         if value == "auto":
-            kwargs[key] = _resolve_auto(key, info)
+            kwargs[key] = _resolve_auto(key, dm)
         elif isinstance(value, dict) and "_target_" in value:
             kwargs[key] = instantiate(value)
     return target(model=net, data_shape=tuple(info.data_shape), **kwargs)
 
 
-def build_task(cfg: DictConfig, info) -> GenerativeTask:
-    method = build_method(cfg, info)
+def build_task(cfg: DictConfig, dm) -> GenerativeTask:
+    info = dm.info
+    method = build_method(cfg, dm)
     return GenerativeTask(
         method,
         **OmegaConf.to_container(cfg.optim),
@@ -106,7 +114,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
                            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
                            filename="step{step:07d}", auto_insert_metric_name=False)
-    cbs = [ckpt, RichProgressBar(leave=True), *(callbacks or [])]
+    cbs = [ckpt, ProgressBar(leave=True), *(callbacks or [])]
     if cfg.ema.enabled:
         cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
     loggers = [CSVLogger(run_dir, name="logs", version=""),
@@ -134,8 +142,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     cfg = OmegaConf.create(ckpt["bayesgen_config"])
     with open_dict(cfg):
         cfg.data.num_workers = 0
-    info = build_datamodule(cfg).info
-    task = build_task(cfg, info)
+    task = build_task(cfg, build_datamodule(cfg))
     task.load_state_dict(ckpt["state_dict"])
     task.eval()
     return cfg, task, path

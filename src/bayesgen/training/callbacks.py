@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 
 class CheckpointOnInterrupt(Callback):
@@ -21,3 +21,12 @@ class CheckpointOnInterrupt(Callback):
                      exception: BaseException) -> None:
         if trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, labelled with the optimizer step out of ``max_steps``."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        return f"step {trainer.global_step}{total} (epoch {current_epoch})"
