@@ -74,3 +74,31 @@ def test_errors_are_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("bayesgen: error:") and message in err
     assert len(err.splitlines()) == 1
+
+
+SHARED_TAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg/test.tar"
+
+
+@pytest.mark.skipif(not SHARED_TAR.is_file(), reason="../shared/data/cifar10-jpeg absent")
+def test_prepare_images_from_the_shared_jpeg_tar(tmp_path):
+    import zipfile
+
+    dest = tmp_path / "cifar.zip"
+    assert main(["prepare", "images", f"source={SHARED_TAR}", f"dest={dest}",
+                 "max_images=12"]) == 0
+    with zipfile.ZipFile(dest) as zf:
+        names = zf.namelist()
+        labels = json.loads(zf.read("dataset.json"))["labels"]
+    assert "dataset.json" in names and len([n for n in names if n.endswith(".png")]) == 12
+    assert len(labels) == 12
+
+
+def test_fid_generates_images_and_explains_missing_weights(run_dir, tmp_path, capsys):
+    assert main(["fid", "gen", f"ckpt={run_dir}", f"dest={tmp_path}/gen", "n=5",
+                 "batch_size=3", "k=3"]) == 0
+    assert len(list((tmp_path / "gen").rglob("*.png"))) == 5
+    assert main(["fid", "ref", f"data={tmp_path}/gen", f"dest={tmp_path}/ref.npz",
+                 f"weights={tmp_path}/missing.pth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bayesgen: error:") and "missing.pth" in err
+    assert main(["fid", "nothing"]) == 2

@@ -22,6 +22,8 @@ commands:
   sample    ckpt=RUN [n=64] [k=N] [n_steps=N] [out=DIR] [seed=0] [label=C] [guidance=W]
                                             samples: PNG grid / scatter, animation, tensor
   info      [overrides]                     parameter count of a configuration (meta device)
+  prepare   images|imagenet source=… dest=…  data set conversion (EDM ZIP of PNGs, ImageNet HDF5)
+  fid       ref|gen|calc …                   FID statistics, sample folders, FID
 
 Run `bayesgen COMMAND --help` for the command's options."""
 
@@ -343,8 +345,114 @@ e.g. `bayesgen info experiment=cifar10-bsi`."""
     return 0
 
 
+# ---- prepare / fid ------------------------------------------------------------------------
+def _subcommand(args: list[str], choices: tuple[str, ...], command: str) -> tuple[str, list[str]]:
+    if not args or args[0] not in choices:
+        raise UsageError(f"bayesgen {command} needs a subcommand: {' | '.join(choices)}")
+    return args[0], args[1:]
+
+
+def cmd_prepare(args: list[str]) -> int:
+    """bayesgen prepare images|imagenet key=value ...
+
+  images    source=FOLDER|ZIP|TAR|cifar-10-python.tar.gz dest=OUT.zip [resolution=32]
+            [max_images=N] [split=train|test]
+            -> uncompressed ZIP of PNGs + dataset.json (labels), the EDM/StyleGAN format
+  imagenet  source=DIR_OF_NPZ_BATCHES dest=OUT.h5 resolution=32|64 [val_fraction=0.01]
+            -> one HDF5 file (train/val/test) from the official downsampled ImageNet npz"""
+    from bayesgen.data import prepare_image_zip, prepare_imagenet
+
+    sub, rest = _subcommand(args, ("images", "imagenet"), "prepare")
+    if sub == "images":
+        o = parse_args(rest, {"source": str, "dest": str, "resolution": _positive_int,
+                              "max_images": _positive_int, "split": str},
+                       required=["source", "dest"])
+        _require_exists(o["source"])
+        out = prepare_image_zip(o["source"], o["dest"], resolution=o.get("resolution"),
+                                max_images=o.get("max_images"), split=o.get("split", "train"))
+    else:
+        o = parse_args(rest, {"source": str, "dest": str, "resolution": _positive_int,
+                              "val_fraction": float, "seed": int},
+                       required=["source", "dest", "resolution"])
+        _require_exists(o["source"])
+        out = prepare_imagenet(o["source"], o["dest"], o["resolution"],
+                               val_fraction=o.get("val_fraction", 0.01), seed=o.get("seed", 0))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fid(args: list[str]) -> int:
+    """bayesgen fid ref|gen|calc key=value ...
+
+  ref   data=ZIP|FOLDER dest=REF.npz [weights=INCEPTION.pth] [batch_size=64]
+        -> Inception pool-feature statistics (mu, sigma; float64) of a data set
+  gen   ckpt=RUN dest=DIR [n=50000] [batch_size=500] [seed=0] [k=N] [n_steps=N]
+        -> n generated PNGs, 1000 per subfolder
+  calc  images=DIR|ZIP ref=REF.npz [weights=INCEPTION.pth] [num=N] [batch_size=64]
+        -> the FID, printed and written to JSON
+weights= is the offline Inception file (pt_inception-2015-12-05-6726825d.pth); or set
+$BAYESGEN_INCEPTION_WEIGHTS."""
+    from bayesgen.metrics import fid
+
+    sub, rest = _subcommand(args, ("ref", "gen", "calc"), "fid")
+    if sub == "ref":
+        o = parse_args(rest, {"data": str, "dest": str, "weights": str,
+                              "batch_size": _positive_int, "device": str},
+                       required=["data", "dest"])
+        _require_exists(o["data"])
+        fid.fid_ref(o["data"], o["dest"], feature_extractor_weights_path=o.get("weights"),
+                    batch_size=o.get("batch_size", 64), device=_device(o.get("device")))
+        print(f"wrote {o['dest']}")
+    elif sub == "calc":
+        o = parse_args(rest, {"images": str, "ref": str, "weights": str, "num": _positive_int,
+                              "batch_size": _positive_int, "device": str, "out": str},
+                       required=["images", "ref"])
+        _require_exists(o["images"])
+        _require_exists(o["ref"])
+        value = fid.fid_calc(o["images"], o["ref"], feature_extractor_weights_path=o.get("weights"),
+                             num_images=o.get("num"), batch_size=o.get("batch_size", 64),
+                             device=_device(o.get("device")))
+        print(f"FID: {value:.4f}")
+        if "out" in o:
+            from bayesgen.training.outputs import write_json
+            write_json({"fid": value, "images": o["images"], "ref": o["ref"]}, o["out"])
+    else:
+        _fid_gen(rest)
+    return 0
+
+
+def _fid_gen(rest: list[str]) -> None:
+    import torch
+    from rich.progress import track
+
+    from bayesgen.metrics.fid import save_image_folder
+    from bayesgen.training.build import load_checkpoint
+    from bayesgen.training.outputs import sample_labels
+
+    o = parse_args(rest, {"ckpt": str, "dest": str, "n": _positive_int,
+                          "batch_size": _positive_int, "seed": int, "k": _positive_int,
+                          "n_steps": _positive_int, "device": str}, required=["ckpt", "dest"])
+    cfg, task, _ = load_checkpoint(o["ckpt"])
+    task.to(_device(o.get("device")))
+    kwargs = dict(cfg.method.get("sample_kwargs", {}) or {})
+    kwargs |= {k: o[k] for k in ("k", "n_steps") if k in o}
+    n, bs = o.get("n", 50_000), o.get("batch_size", 500)
+    for start in track(range(0, n, bs), description="generating"):
+        m = min(bs, n - start)
+        gen = torch.Generator(device=task.device).manual_seed(o.get("seed", 0) + start)
+        x = task.method.sample(m, generator=gen, **kwargs, **sample_labels(task, m))
+        save_image_folder(x.float().cpu().clamp(-1, 1), o["dest"], start_index=start)
+    print(f"wrote {n} images to {o['dest']}")
+
+
+def _require_exists(path: str) -> None:
+    if not Path(path).exists():
+        raise UsageError(f"{path} does not exist")
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info,
+    "prepare": cmd_prepare, "fid": cmd_fid,
 }
 
 
