@@ -1,6 +1,7 @@
 """End to end through the command line: train, resume, evaluate, sample; one-line errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_errors_are_one_line(args, message, capsys, tmp_path):
     assert len(err.splitlines()) == 1
 
 
-SHARED_TAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg/test.tar"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_TAR = SHARED / "cifar10-jpeg" / "test.tar"
 
 
 @pytest.mark.skipif(not SHARED_TAR.is_file(), reason="../shared/data/cifar10-jpeg absent")
