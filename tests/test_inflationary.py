@@ -81,9 +81,12 @@ def slope(hs, errs) -> float:
 def test_inflation_rates():
     assert torch.equal(inflation_rates(4), torch.zeros(4, dtype=F64))
     assert inflation_rates(4, 1).tolist() == pytest.approx([1, -1 / 3, -1 / 3, -1 / 3])
+    # spec: compressed dims get g_i = −inflation_gap, then g ← g·g_rescaling
     g = inflation_rates(4, 2, "constant_inflation_gap", inflation_gap=1.02, g_rescaling=2.0)
-    assert g.tolist() == pytest.approx([2, 2, -0.04, -0.04])
-    assert float(g.max() - g.min()) == pytest.approx(2 * 1.02)   # IG = g* − g_i, rescaled
+    assert g.tolist() == pytest.approx([2, 2, -2.04, -2.04])
+    assert float(g.max() - g.min()) == pytest.approx(2 * (1 + 1.02))  # IG = g* − g_i, rescaled
+    g = inflation_rates(4, 2, "constant_inflation_gap", inflation_gap=0.02)  # paper's IG = 1.02
+    assert float(g.max() - g.min()) == pytest.approx(1.02)
     with pytest.raises(ValueError, match="dims_to_keep"):
         inflation_rates(4, 5)
     with pytest.raises(ValueError, match="inflation_gap"):

@@ -177,6 +177,8 @@ class BFN(nn.Module):
     γ(t) = β/(1 + β) = 1 − σ1^(2t) (Eq. 80); discrete data β(t) = β(1)·t² (Eq. 182).
     """
 
+    elbo_terms = ("l_recon", "l_transmit")  # what elbo returns after (nll, bpd)
+
     def __init__(
         self,
         model: Callable[..., Tensor],

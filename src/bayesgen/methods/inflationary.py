@@ -61,22 +61,27 @@ def inflation_rates(data_dim: int, dims_to_keep: int | None = None, inflation: I
     """The rate vector g (float64) of γ_i(t) = γ0·exp(ρ(1 + g_i)t).
 
     PR-preserving (k = D): g = 0. PR-reducing to k dims: g_i = 1 for the first k dims and, for
-    the others, −k/(D − k) ("orig", authors' code) or 1 − inflation_gap
-    ("constant_inflation_gap", the paper's inflation gap IG = g* − g_i, arXiv 2407.08843
-    §B.2; IG = 1.02 in the published constant-gap runs). Finally g ← g·g_rescaling.
+    the others, −k/(D − k) ("orig", authors' code) or −inflation_gap
+    ("constant_inflation_gap", spec/inflationary.md). Finally g ← g·g_rescaling.
+
+    The paper's inflation gap (arXiv 2407.08843 §B.2) is IG = g* − g_i; with g* = 1 the
+    constant-gap schedule therefore has IG = 1 + inflation_gap (before rescaling), e.g.
+    inflation_gap = 0.02 for the published IG = 1.02 runs. ``inflation_gap`` must exceed −1
+    so that the compressed dims inflate more slowly than the kept ones (IG > 0).
     """
     k = data_dim if dims_to_keep is None else dims_to_keep
     if not 1 <= k <= data_dim:
         raise ValueError(f"dims_to_keep must lie in [1, {data_dim}], got {dims_to_keep}")
-    g = torch.zeros(data_dim, dtype=torch.float64)
+    g = torch.zeros(data_dim, dtype=torch.float64, device="cpu")
     if k < data_dim:
         if inflation == "orig":
             g_compressed = -k / (data_dim - k)
         elif inflation == "constant_inflation_gap":
-            if inflation_gap is None or inflation_gap <= 0:
-                raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > 0 "
-                                 "(the paper's IG = g* − g_i, e.g. 1.02)")
-            g_compressed = 1.0 - inflation_gap
+            if inflation_gap is None or inflation_gap <= -1:
+                raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > −1 "
+                                 "(compressed dims get g_i = −inflation_gap; the paper's "
+                                 "IG = g* − g_i = 1 + inflation_gap, e.g. 0.02 for IG = 1.02)")
+            g_compressed = -float(inflation_gap)
         else:
             raise ValueError(f"unknown inflation {inflation!r}; use 'orig' or "
                              "'constant_inflation_gap'")
@@ -116,12 +121,10 @@ class InflationSchedule(nn.Module):
             raise ValueError(f"data_shape {self.data_shape} has D = {dim}: need eigvals (D,) and "
                              f"eigvecs (D, D) with eigenvectors as columns, got "
                              f"{tuple(eigvals.shape)} and {tuple(eigvecs.shape)}")
-        if not torch.all(eigvals > 0):
+        if not eigvals.is_meta and not torch.all(eigvals > 0):
             raise ValueError("eigvals must be positive; drop or floor degenerate directions "
                              "(InflationaryFlow.from_data floors them at 1e-12·max λ)")
         self.gamma0, self.rho, self.end_vars = float(gamma0), float(rho), float(end_vars)
-        self.xi_star = float(eigvals.max())     # ξ* = max λ
-        self.g_star = float(g.max())            # g* = max g
         self.register_buffer("lam", eigvals)
         self.register_buffer("W", eigvecs)
         self.register_buffer("g", g.to(torch.float64))
@@ -131,6 +134,14 @@ class InflationSchedule(nn.Module):
     @property
     def data_dim(self) -> int:
         return self.lam.numel()
+
+    def xi_star(self, like: Tensor) -> Tensor:
+        """ξ* = max λ (from the buffer, so a loaded state dict wins), dtype/device of ``like``."""
+        return self.lam.amax().to(like)
+
+    def g_star(self, like: Tensor) -> Tensor:
+        """g* = max g (from the buffer), dtype/device of ``like``."""
+        return self.g.amax().to(like)
 
     # ---- schedule -----------------------------------------------------------------------------
     def gamma(self, t: Float[Tensor, " *T"]) -> Float[Tensor, "*T D"]:
@@ -147,17 +158,17 @@ class InflationSchedule(nn.Module):
 
     def gamma_star(self, t: Tensor) -> Tensor:
         """γ_{g*}(t) = γ0·exp(ρ(1 + g*)t)."""
-        return self.gamma0 * torch.exp(self.rho * (1 + self.g_star) * t)
+        return self.gamma0 * torch.exp(self.rho * (1 + self.g_star(t)) * t)
 
     def s(self, t: Tensor) -> Tensor:
         """s(t) = A0/√(ξ* + γ_{g*}(t))."""
-        return self.end_vars / torch.sqrt(self.xi_star + self.gamma_star(t))
+        return self.end_vars / torch.sqrt(self.xi_star(t) + self.gamma_star(t))
 
     def s_dot(self, t: Tensor) -> Tensor:
         """ṡ = −½·A0·ρ(1 + g*)·γ_{g*}·(ξ* + γ_{g*})^(−3/2)."""
         gs = self.gamma_star(t)
-        rate = self.rho * (1 + self.g_star)
-        return -0.5 * self.end_vars * rate * gs * (self.xi_star + gs) ** -1.5
+        rate = self.rho * (1 + self.g_star(t))
+        return -0.5 * self.end_vars * rate * gs * (self.xi_star(t) + gs) ** -1.5
 
     def state_var(self, t: Tensor) -> Float[Tensor, "*T D"]:
         """s(t)²·(λ + γ(t)): per-ES-dim variance of the scaled state for data N(μ, W diag λ Wᵀ),
@@ -237,12 +248,30 @@ class InflationaryFlow(nn.Module):
         self.last_nfe = 0
 
     @classmethod
-    def from_data(cls, model: Callable[..., Tensor] | None, data: Float[Tensor, " N *S"],
-                  dims_to_keep: int | None = None, centre: bool = True, **kwargs
-                  ) -> InflationaryFlow:
+    def from_data(cls, model: Callable[..., Tensor] | None, data: Float[Tensor, " N *S"] | None,
+                  dims_to_keep: int | None = None, centre: bool = True,
+                  data_shape: Sequence[int] | None = None, **kwargs) -> InflationaryFlow:
         """Fit the PCA: eigh of the covariance (about the mean, denominator n − 1), sorted
         descending, eigenvalues floored at 1e-12·max λ. ``centre=True`` also makes the flow
-        act on x − mean (toys); ``centre=False`` keeps the data as it is (the authors' images)."""
+        act on x − mean (toys); ``centre=False`` keeps the data as it is (the authors' images).
+
+        ``data=None`` (with ``data_shape``) builds the flow with placeholder statistics (λ = 1,
+        W = I, mean 0 when centred) of the right shapes, for loading a saved state dict into:
+        λ, W, g and the mean are buffers, so ``load_state_dict`` restores the fitted PCA."""
+        if data is None:
+            if data_shape is None:
+                raise ValueError("from_data(data=None) needs data_shape= (placeholder PCA to be "
+                                 "replaced by load_state_dict)")
+            dim = math.prod(data_shape)
+            return cls(model, data_shape=data_shape,
+                       eigvals=torch.ones(dim, dtype=torch.float64, device="cpu"),
+                       eigvecs=torch.eye(dim, dtype=torch.float64, device="cpu"),
+                       dims_to_keep=dims_to_keep,
+                       mean=torch.zeros(dim, dtype=torch.float64, device="cpu") if centre
+                       else None, **kwargs)
+        if data_shape is not None and tuple(data_shape) != tuple(data.shape[1:]):
+            raise ValueError(f"data_shape {tuple(data_shape)} does not match the data "
+                             f"{tuple(data.shape[1:])}")
         x = data.flatten(1).to(torch.float64)
         if x.shape[0] < 2:
             raise ValueError("from_data needs at least 2 examples to estimate a covariance")
@@ -472,7 +501,9 @@ class InflationaryFlow(nn.Module):
         """The generation trajectory stacked on dim 0 at times ``"t"`` (t_max → t_start; 100
         frames for the adaptive solver unless n_steps / h / grid say otherwise): ``"xs"`` the
         scaled states W·x in the data layout, ``"tilde_xs"`` the unscaled states W·x/s + μ in
-        data coordinates; ``"z"`` the latents and ``"x"`` the samples."""
+        data coordinates, ``"frames"`` the scaled states in data coordinates rescaled to end on
+        the samples, W·x/s(t_end) + μ (what the training engine animates: latents ×√ξ* morphing
+        into data); ``"z"`` the latents and ``"x"`` the samples."""
         z = self.sample_latents(n_samples, eps, generator, device, dtype)
         if solver == "adaptive" and n_steps is None and h is None and grid is None:
             n_steps = 100
@@ -485,6 +516,8 @@ class InflationaryFlow(nn.Module):
             "t": res.times,
             "xs": self.schedule.rotate_to_is(frames).reshape(shape),
             "tilde_xs": self.schedule.from_es(frames / s).reshape(shape),
+            "frames": self.schedule.from_es(frames / self.schedule.s(res.times[-1])).reshape(
+                shape),
             "z": z,
             "x": res.x,
         }
@@ -540,10 +573,16 @@ class InflationaryFlow(nn.Module):
         return self.elbo(x, bin_width=bin_width, **kwargs)[1]
 
     def elbo(self, x: Float[Tensor, " B *S"], bin_width: float | None = None,
-             **kwargs) -> tuple[Tensor, Tensor]:
+             solver: Solver = "adaptive", exact_divergence: bool | None = None,
+             n_probes: int = 1, probe: Literal["rademacher", "gaussian"] = "rademacher",
+             generator: torch.Generator | None = None, n_steps: int | None = None,
+             h: float | None = None, grid: Tensor | None = None, rtol: float = RTOL,
+             atol: float = ATOL, **model_kwargs) -> tuple[Tensor, Tensor]:
         """(−log p(x) in nats, bits per dimension) per example — the exact ODE likelihood of
-        :meth:`log_likelihood` (not a bound); keyword arguments go to it."""
-        log_p = self.log_likelihood(x, **kwargs)
+        :meth:`log_likelihood` (not a bound; same options), optionally discretised with
+        ``bin_width``. ``model_kwargs`` (e.g. class labels) go to the network."""
+        log_p = self.log_likelihood(x, solver, exact_divergence, n_probes, probe, generator,
+                                    n_steps, h, grid, rtol, atol, **model_kwargs)
         if bin_width is not None:
             log_p = log_p + self.data_dim * math.log(bin_width)
         return -log_p, -log_p / (self.data_dim * math.log(2))

@@ -23,12 +23,18 @@ def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1
                  max_batches: int | None = None, seed: int = 0,
                  progress: bool = True) -> dict[str, Any]:
     """Bits/dim of ``task.method`` on ``loader``: mean over examples of the mean over
-    ``repeats`` Monte-Carlo estimates, with the standard error over examples."""
+    ``repeats`` Monte-Carlo estimates, with the standard error over examples.
+
+    A method whose class names the loss terms that ``elbo`` returns after (value, bpd) in
+    ``elbo_terms`` (nats per example, e.g. BFN's ``("l_recon", "l_transmit")``) also gets each
+    term in nats per dimension with its standard error, like BFN's official test script."""
     method = task.method
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     accepts_gen = "generator" in inspect.signature(method.elbo).parameters
+    term_names = tuple(getattr(method, "elbo_terms", ()))
     per_example: list[Tensor] = []
+    per_term: list[list[Tensor]] = [[] for _ in term_names]
     total = len(loader) if max_batches is None else min(max_batches, len(loader))
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task("evaluating", total=total * repeats)
@@ -41,16 +47,25 @@ def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1
                 kwargs["generator"] = gen
             runs = []
             for _ in range(repeats):
-                runs.append(method.elbo(x, **kwargs)[1].double().cpu())
+                out = method.elbo(x, **kwargs)
+                runs.append(torch.stack([o.double().cpu() for o in out[1:2 + len(term_names)]]))
                 bar.advance(job)
-            per_example.append(torch.stack(runs).mean(0))
+            mean = torch.stack(runs).mean(0)
+            per_example.append(mean[0])
+            for j in range(len(term_names)):
+                per_term[j].append(mean[1 + j])
     bpd = torch.cat(per_example)
     n, dim = len(bpd), math.prod(method.data_shape)
     se = (bpd.std() / math.sqrt(n)).item() if n > 1 else float("nan")
     nats_dim = bpd.mean().item() * math.log(2)
-    return {"bpd": bpd.mean().item(), "bpd_se": se, "nats_per_dim": nats_dim,
-            "nats_per_dim_se": se * math.log(2), "nats_per_example": nats_dim * dim,
-            "n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
+    metrics = {"bpd": bpd.mean().item(), "bpd_se": se, "nats_per_dim": nats_dim,
+               "nats_per_dim_se": se * math.log(2), "nats_per_example": nats_dim * dim,
+               "nats_per_example_se": se * math.log(2) * dim}
+    for name, values in zip(term_names, per_term, strict=True):
+        v = torch.cat(values) / dim
+        v_se = (v.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+        metrics |= {f"{name}_nats_per_dim": v.mean().item(), f"{name}_nats_per_dim_se": v_se}
+    return metrics | {"n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
 
 
 def write_json(data: dict, path: str | Path) -> Path:
