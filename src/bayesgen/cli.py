@@ -334,6 +334,8 @@ e.g. `bayesgen info experiment=cifar10-bsi`."""
     from bayesgen.training.build import build_datamodule, build_method, compose_config
 
     cfg = compose_config(args)
+    if cfg.method.get("data") == "auto":  # statistics fitted to data (IF's PCA) are buffers,
+        cfg.method.data = None            # not parameters: placeholders size the same net
     dm = build_datamodule(cfg)
     info = dm.info
     with torch.device("meta"):

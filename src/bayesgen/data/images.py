@@ -434,6 +434,9 @@ class ImageFolderData(DataSource):
 
     Validation: `val_size` images held out with a fixed seed (default 2%, at most 1000).
     Test: the images at `test_path` (another folder or ZIP), else an empty set.
+    `data_shape` (C, H, W), with `num_labels`, states the size up front: then `info` is known
+    while `root` does not exist yet (e.g. `bayesgen info` on another machine); the files are
+    checked against it when they are read.
     """
 
     def __init__(
@@ -444,30 +447,48 @@ class ImageFolderData(DataSource):
         split_seed: int = 0,
         num_bins: int | None = None,
         hflip: bool = False,
+        data_shape: tuple[int, int, int] | None = None,
+        num_labels: int = 0,
     ):
         if root is None:
             raise ValueError("image_folder needs root=<a folder of images or a dataset .zip>")
         self.root, self.test_path, self.split_seed = Path(root), test_path, split_seed
-        self.num_bins, self.hflip = num_bins, hflip
+        self.num_bins, self.hflip, self._val_size = num_bins, hflip, val_size
+        self.names = None
+        if data_shape is not None and not self.root.exists():
+            self.info = self._info(tuple(data_shape), num_labels)
+            return
+        self._scan(data_shape)
+
+    def _info(self, data_shape: tuple[int, ...], num_labels: int) -> DatasetInfo:
+        self.mode = "L" if data_shape[0] == 1 else "RGB"
+        return DatasetInfo(name=self.root.stem, data_shape=data_shape, kind="image",
+                           num_labels=num_labels, num_bins=self.num_bins or 256)
+
+    def _scan(self, data_shape: tuple[int, ...] | None = None) -> None:
+        """List the images and read the first one's size; check it against ``data_shape``."""
         if not self.root.exists():
             raise DatasetNotFoundError(
                 f"{self.root} does not exist; make it with "
                 "bayesgen.data.prepare_image_zip(source, dest) or point root at a folder of images"
             )
         self.names, self.labels = list_images(self.root)
-        self.val_size = min(1000, len(self.names) // 50) if val_size is None else val_size
+        n = len(self.names)
+        self.val_size = min(1000, n // 50) if self._val_size is None else self._val_size
         with Image.open(io.BytesIO(_read_member(self.root, self.names[0]))) as image:
-            self.mode = "L" if image.mode in ("1", "L", "I;16") else "RGB"
-            width, height = image.size
-        self.info = DatasetInfo(
-            name=self.root.stem,
-            data_shape=(1 if self.mode == "L" else 3, height, width),
-            kind="image",
-            num_labels=max(self.labels) + 1,
-            num_bins=num_bins or 256,
-        )
+            channels = 1 if image.mode in ("1", "L", "I;16") else 3
+            found = (channels, image.size[1], image.size[0])
+        if data_shape is not None and tuple(data_shape) != found:
+            raise ValueError(f"{self.root} holds images of shape {found}, but the config says "
+                             f"data_shape={list(data_shape)}; fix data.data_shape")
+        self.info = self._info(found, max(self.labels) + 1)
+
+    def prepare(self) -> None:
+        if self.names is None:
+            self._scan(self.info.data_shape)
 
     def load(self):
+        self.prepare()
         val, train = split_indices(len(self.names), [self.val_size], self.split_seed)
         names, labels = np.array(self.names, dtype=object), torch.as_tensor(self.labels)
 
