@@ -104,3 +104,28 @@ def test_fid_generates_images_and_explains_missing_weights(run_dir, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("bayesgen: error:") and "missing.pth" in err
     assert main(["fid", "nothing"]) == 2
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bayesgen.cli", "train", *TINY, "trainer.max_steps=100000",
+           "checkpoint.every_n_train_steps=1000", f"run_dir={run}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list((run / "logs").glob("metrics.csv")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # some training steps, no periodic checkpoint yet
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "resume with" in out
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    step = ckpt["global_step"]
+    assert step > 0
+    assert main(["train", f"from_ckpt={run}", f"trainer.max_steps={step + 2}"]) == 0
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == step + 2

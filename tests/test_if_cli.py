@@ -100,14 +100,14 @@ def test_simulate_all(toy_run, tmp_path, capsys):
 def test_simulate_discrete_score(tmp_path):
     """No network: the exact denoiser of the batch; the roundtrip comes back."""
     assert main(["simulate", "score=discrete", "data=circles", "n=200", "steps=101",
-                 "dtype=float64", f"out={tmp_path}"]) == 0
+                 "dtype=float64", "pictures=false", f"out={tmp_path}"]) == 0
     params = json.loads((tmp_path / "circles_PRP_discrete_sim_params.json").read_text())
     assert params["score"] == "discrete" and params["checkpoint"] is None
     assert params["results"]["roundtrip"]["relative_error_mean"] < 0.02
     gen = np.load(tmp_path / "circles_PRP_discrete_gen_results.npz")
     assert gen["tilde_xs"].shape == (11, 200, 2) and gen["xs_es"].dtype == np.float64
     assert main(["simulate", "score=discrete", "data=s_curve", "dims_to_keep=1", "n=100",
-                 "sim=gen", "eps=0.01", "solver=adaptive", "rtol=1e-3", "atol=1e-3",
+                 "sim=gen", "eps=0.01", "solver=heun", "steps=41",
                  f"out={tmp_path}"]) == 0
     prr = json.loads((tmp_path / "s_curve_PRRto1D_discrete_sim_params.json").read_text())
     assert prr["schedule_params"]["g"] == [1.0, -0.5, -0.5]
@@ -173,6 +173,7 @@ def test_tiny_image_run(tmp_path):
     data = prepare_image_zip(src, tmp_path / "tiny.zip")
     run = tmp_path / "run"
     assert main(["train", "experiment=cifar10-if-prp", f"data.root={data}", "data.val_size=8",
+                 "data.data_shape=[3,8,8]",
                  "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0",
                  "net.model_channels=16", "net.channel_mult=[1,1]", "net.num_blocks=1",
                  "net.attn_resolutions=[4]", "net.dropout=0", "trainer.max_steps=2",

@@ -131,43 +131,63 @@ def _hydra_main(args: list[str]) -> int:
     return 0
 
 
-def run_training(cfg, run_dir: Path | None = None) -> Path:
-    """Train, then write ``ema.safetensors``, ``metrics.json`` (test bpd) and samples."""
+def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None) -> Path:
+    """Train, then write ``ema.safetensors``, ``metrics.json`` (test bpd) and samples.
+
+    A run directory that already holds a checkpoint (``checkpoints/last.ckpt``, or the
+    ``hpc_ckpt_<n>.ckpt`` Lightning saves when Slurm signals a preemption) resumes from the newest
+    one, so a requeued job continues where it stopped. With several processes, the outputs
+    after training are written by rank zero alone."""
     import lightning as L
     import torch
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from bayesgen.training.build import build_datamodule, build_task, build_trainer
-    from bayesgen.training.callbacks import CheckpointOnInterrupt
+    from bayesgen.training.build import (
+        build_datamodule,
+        build_task,
+        build_trainer,
+        is_sharded,
+        latest_checkpoint,
+        load_checkpoint,
+    )
+    from bayesgen.training.callbacks import SaveLastCheckpoint
     from bayesgen.training.outputs import evaluate_bpd, sample_labels, write_json, write_samples
 
     resume = Path(cfg.from_ckpt) if cfg.get("from_ckpt") else None
-    if cfg.get("run_dir"):
-        run_dir = Path(cfg.run_dir)
-    elif run_dir is None and resume is not None:
-        run_dir = resume.parent.parent
-    elif run_dir is None:
-        run_dir = Path("runs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir = _run_dir(cfg, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None and (resume := latest_checkpoint(run_dir)) is not None:
+        _say(f"resuming from {resume}")
+    os.environ["BAYESGEN_RUN_DIR"] = str(run_dir.resolve())  # for Lightning's child processes
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
     task = build_task(cfg, dm)
-    on_interrupt = CheckpointOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
-    trainer = build_trainer(cfg, run_dir, callbacks=[on_interrupt])
+    save_last = SaveLastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer = build_trainer(cfg, run_dir, callbacks=[save_last, *(callbacks or [])])
     _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
          f"{cfg.trainer.max_steps} steps -> {run_dir}")
     start = time.time()
-    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    if trainer.interrupted:
-        _say(f"interrupted; resume with: bayesgen train from_ckpt={run_dir}")
-        return run_dir
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    except SystemExit:  # Lightning exits after saving on Ctrl-C (SaveLastCheckpoint)
+        if trainer.interrupted:
+            _say(f"interrupted at step {trainer.global_step}; resume with: "
+                 f"bayesgen train from_ckpt={run_dir}")
+            raise SystemExit(130) from None
+        raise
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if is_sharded(trainer.strategy):  # every rank helps gather the full weights into one file
+        trainer.save_checkpoint(last)
     if not trainer.is_global_zero:
         return run_dir
     train_time = time.time() - start
-    task.eval()
+    if is_sharded(trainer.strategy):
+        task = load_checkpoint(last)[1]
+    task.to(trainer.strategy.root_device).eval()  # Lightning moves the model to the CPU after fit
+    dm.trainer = None  # rank zero alone evaluates every example
     save_file({k: v.contiguous() for k, v in task.method.state_dict().items()},
               str(run_dir / "ema.safetensors"))
     split = cfg.evaluate.split
@@ -192,6 +212,21 @@ def run_training(cfg, run_dir: Path | None = None) -> Path:
     for path in paths.values():
         _say(f"  {path}")
     return run_dir
+
+
+def _run_dir(cfg, run_dir: Path | None, resume: Path | None) -> Path:
+    """``run_dir=``, else the directory given (Hydra's job directory), else the resumed run's,
+    else ``runs/<name>/<timestamp>``: the processes that Lightning starts for
+    ``trainer.devices`` > 1 re-run the command and take the first process's directory."""
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    if run_dir is not None:
+        return Path(run_dir)
+    if resume is not None:
+        return resume.parent.parent
+    if os.environ.get("LOCAL_RANK", "0") != "0" and "BAYESGEN_RUN_DIR" in os.environ:
+        return Path(os.environ["BAYESGEN_RUN_DIR"])
+    return Path("runs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 # ---- evaluate / sample ------------------------------------------------------------------

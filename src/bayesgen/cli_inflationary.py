@@ -312,8 +312,10 @@ Inflate data to its latents z (the pfODE state at t_max, scaled eigenbasis coord
     std = z.double().std(0)
     print(f"encoded {len(x)} {split} examples with {_describe(kw)}: {nfe} network evaluations "
           f"({seconds:.1f} s)")
-    print(f"latent std: kept dims {std[:k].mean():.4f} (mean over {k}), compressed dims "
-          f"{std[k:].mean() if k < flow.data_dim else float('nan'):.3g}")
+    text = f"latent std: kept dims {float(std[:k].mean()):.4f} (mean over {k})"
+    if k < flow.data_dim:
+        text += f", compressed dims {float(std[k:].mean()):.3g}"
+    print(text)
     print(f"wrote {out}")
     return 0
 

@@ -8,6 +8,7 @@ from functools import partial
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from bayesgen.data.images import (
@@ -71,7 +72,11 @@ class DataModule(L.LightningDataModule):
     """Loaders of a registered data set; `.info` is known right after construction.
 
     Training batches are shuffled and the last incomplete one is dropped; validation and test
-    batches (`eval_batch_size`, default `batch_size`) keep their order and every item.
+    batches (`eval_batch_size`, default `batch_size`) keep their order and every item. In a
+    distributed run Lightning shards the training set (DistributedSampler); each rank evaluates
+    its own share of the validation/test set with no example repeated (Lightning's
+    DistributedSampler would pad with repeats), so the bits/dim averaged over ranks weighted by
+    example counts (``sync_dist`` in the task) is the exact mean over the split.
     """
 
     def __init__(
@@ -99,10 +104,15 @@ class DataModule(L.LightningDataModule):
             self.train, self.val, self.test = self.source.load()
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = None
+        if not train and self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

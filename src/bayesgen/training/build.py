@@ -12,6 +12,8 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_class, get_method, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -111,16 +113,33 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> L.Trainer:
+    """Lightning's Trainer from ``cfg.trainer``: ``devices``/``num_nodes`` > 1 train with DDP
+    (``strategy: auto``); ``strategy`` may also be a name (``ddp``, ``fsdp``) or a ``_target_``
+    node (``trainer=ddp``, ``trainer=fsdp``)."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = instantiate(kwargs["strategy"])
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
                            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
                            filename="step{step:07d}", auto_insert_metric_name=False)
     cbs = [ckpt, ProgressBar(leave=True), *(callbacks or [])]
-    if cfg.ema.enabled:
+    if cfg.ema.enabled and is_sharded(kwargs["strategy"]):
+        rank_zero_warn("ema.enabled=true is ignored under FSDP: Lightning's WeightAveraging "
+                       "cannot average sharded weights, so checkpoints and ema.safetensors hold "
+                       "the raw weights. Set ema.enabled=false to silence this warning.")
+    elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
         cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
     loggers = [CSVLogger(run_dir, name="logs", version=""),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
-    return L.Trainer(**OmegaConf.to_container(cfg.trainer), default_root_dir=run_dir,
-                     callbacks=cbs, logger=loggers, enable_model_summary=False)
+    return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers,
+                     enable_model_summary=False)
+
+
+def is_sharded(strategy) -> bool:
+    """Whether a strategy (name or object) shards the weights across ranks (FSDP)."""
+    if isinstance(strategy, str):
+        return strategy in FSDPStrategy.get_registered_strategies()
+    return isinstance(strategy, FSDPStrategy)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -131,6 +150,15 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} not found; pass ckpt=<run dir or .ckpt file>")
     return path
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint in a run directory, or None: ``checkpoints/last.ckpt`` or an
+    ``hpc_ckpt_<n>.ckpt`` that Lightning saves when Slurm announces a preemption (SIGUSR1)."""
+    run_dir = Path(run_dir)
+    found = [p for p in (*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt")
+             if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):

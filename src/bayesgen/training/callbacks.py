@@ -8,14 +8,18 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 
-class CheckpointOnInterrupt(Callback):
-    """Saves ``last.ckpt`` when training stops on an exception (Ctrl-C included), so that
-    ``bayesgen train from_ckpt=RUN`` resumes from the step reached. Lightning writes
-    checkpoints atomically (a temporary file, then a rename), so a kill mid-write leaves the
-    previous ``last.ckpt`` intact."""
+class SaveLastCheckpoint(Callback):
+    """Writes ``last.ckpt`` when training ends — whatever ``max_steps`` is — and when it stops on
+    an exception (Ctrl-C included), so that ``bayesgen train from_ckpt=RUN`` resumes from the
+    step reached. Lightning writes checkpoints atomically (a temporary file, then a rename), so
+    a kill mid-write leaves the previous ``last.ckpt`` intact. Must run before the EMA callback's
+    ``on_train_end`` (which copies the averaged weights into the model)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:

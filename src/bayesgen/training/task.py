@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 
 class GenerativeTask(L.LightningModule):
@@ -45,6 +46,10 @@ class GenerativeTask(L.LightningModule):
         self.compile = compile
         self.config = config or {}
         self._compiled_loss = None
+        # means over every evaluated example, summed across ranks (Lightning's sync_dist of a
+        # batch-size-weighted mean truncates the summed example counts to integers)
+        self.means = nn.ModuleDict({f"{split}_{key}": MeanMetric(nan_strategy="disable")
+                                    for split in ("val", "test") for key in ("bpd", "loss")})
 
     # ---- conditioning -------------------------------------------------------------------
     def model_kwargs(self, y: Tensor, train: bool) -> dict[str, Any]:
@@ -58,6 +63,12 @@ class GenerativeTask(L.LightningModule):
         return {"class_labels": labels}
 
     # ---- steps ----------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # all ranks were seeded alike (and DDP gave them rank 0's weights): a seed per rank makes
+        # the times and noise that methods draw differ between the ranks' examples
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def train_loss(self, x: Tensor, **kwargs) -> Tensor:
         if self.compile and self._compiled_loss is None:
             self._compiled_loss = torch.compile(self.method.train_loss)
@@ -65,7 +76,7 @@ class GenerativeTask(L.LightningModule):
         return fn(x, **kwargs)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = batch  # the loss is averaged in float32, also under bf16-mixed autocast
         loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -77,9 +88,10 @@ class GenerativeTask(L.LightningModule):
             x = x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
             bpd = self.method.elbo(x, **self.eval_kwargs, **kwargs)[1]
             loss = self.method.train_loss(x, **kwargs)
-        n = len(x)
-        self.log(f"{split}/bpd", bpd.mean(), prog_bar=True, sync_dist=True, batch_size=n)
-        self.log(f"{split}/loss", loss.mean(), sync_dist=True, batch_size=n)
+        for key, value in (("bpd", bpd), ("loss", loss)):
+            mean = self.means[f"{split}_{key}"]
+            mean.update(value.detach())
+            self.log(f"{split}/{key}", mean, prog_bar=key == "bpd")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
