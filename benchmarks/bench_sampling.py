@@ -10,7 +10,9 @@ n steps (2n calls). The sampler loops stay in Python; the compiled variants comp
 compilation: reported as warmup_s (first call minus a steady call). Sizes as in
 bench_overhead.py: "toy" = the MLP on 2-D data (n = 1024 samples), "image" = the small VDM
 U-Net on 3×32×32. One JSON line per method, size, variant and step count; samples_per_s is
-wall clock, samples_per_cpu_s the process's CPU time (steadier on a shared CPU).
+wall clock, samples_per_cpu_s the process's CPU time (steadier on a shared CPU), and
+sampler_overhead the sampler's CPU time over that of its network calls alone (1 = the loop
+costs nothing beyond the network).
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def network_calls(method: str, steps: int) -> int:
     return 2 * steps if method == "if" else steps + 1
 
 
+def net_input(method: str, m, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An input of the shape the sampler feeds the network, and its time input."""
+    shape = (n, *m.data_shape) + ((m.num_classes,) if method == "bfn_discrete" else ())
+    x = torch.randn(shape, device=device)
+    return (x.softmax(-1) if method == "bfn_discrete" else x), torch.rand(n, device=device)
+
+
 def variants(device: torch.device) -> dict[str, dict]:
     out = {"eager": None, "compile": {}}
     if device.type == "cuda":
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[50, 256])
     p.add_argument("--n-toy", type=int, default=1024)
     p.add_argument("--n-image", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=None,
                    help="eager compile cudagraphs (default: eager and compile, + cudagraphs on "
                         "a GPU)")
@@ -71,9 +80,17 @@ def main(argv: list[str] | None = None) -> None:
                 sampler(method, m, n, args.steps[0])()
                 synchronize(device)
                 first = time.perf_counter() - start
+                x, t = net_input(method, m, n, device)
+
+                @torch.no_grad()
+                def net_call(x=x, t=t):
+                    return m.model(x, t)
+
                 for steps in args.steps:
-                    times = time_interleaved({"s": sampler(method, m, n, steps)}, args.repeats,
-                                             warmup=0, device=device)["s"]
+                    times = time_interleaved({"s": sampler(method, m, n, steps), "net": net_call},
+                                             args.repeats, warmup=1, device=device)
+                    net_s = times.pop("net")
+                    times = times["s"]
                     if steps == args.steps[0]:
                         warmup = first - times["wall"]
                     record("sampling_throughput", method=method, size=size, variant=variant,
@@ -82,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                            seconds=round(times["wall"], 4),
                            samples_per_s=round(n / times["wall"], 1),
                            samples_per_cpu_s=round(n / times["cpu"], 1),
-                           warmup_s=round(warmup, 2) if variant != "eager" else None)
+                           warmup_s=round(warmup, 2) if variant != "eager" else None,
+                           sampler_overhead=round(
+                               times["cpu"] / (network_calls(method, steps) * net_s["cpu"]), 3))
             m.model = net
 
 

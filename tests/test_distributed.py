@@ -16,7 +16,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from bayesgen.data import DataModule
-from bayesgen.training.build import build_datamodule, build_task, build_trainer, compose_config
+from bayesgen.training.build import (
+    build_datamodule,
+    build_task,
+    build_trainer,
+    compose_config,
+    is_sharded,
+)
+from bayesgen.training.ema import EMA
 from bayesgen.training.task import GenerativeTask
 
 STEPS = 3
@@ -38,16 +45,18 @@ class Net(nn.Module):
 
 class Deterministic(nn.Module):
     """A method that draws nothing, so that runs can match exactly: the loss reconstructs x at
-    t = 1/2; bits/dim is x[0]². Records the examples it sees."""
+    t = 1/2; bits/dim is x[0]². Records the examples it sees, and a draw from the global RNG
+    that a real method would use for its times and noise."""
 
     def __init__(self):
         super().__init__()
         self.model, self.data_shape = Net(), (2,)
-        self.seen = {"train": [], "eval": []}
+        self.seen = {"train": [], "eval": [], "draws": []}
 
     def train_loss(self, x):
         if self.training:
             self.seen["train"].append(x.detach().clone())
+            self.seen["draws"].append(torch.rand(()))
         return (self.model(x, x.new_full((len(x),), 0.5)) - x).pow(2).mean(1)
 
     def elbo(self, x):
@@ -117,13 +126,14 @@ def runs(tmp_path_factory):
     return ranks, _train(1, out / "single")
 
 
-def test_each_rank_trains_on_its_half_of_the_global_batch(runs):
+def test_each_rank_trains_on_its_half_of_the_global_batch_with_its_own_noise(runs):
     (r0, r1), _ = runs
     assert len(r0["seen"]["train"]) == len(r1["seen"]["train"]) == STEPS
     for a, b in zip(r0["seen"]["train"], r1["seen"]["train"], strict=True):
         assert len(a) == len(b) == len(TRAIN) // 2
         both = torch.cat([a, b])
         assert torch.equal(both[both[:, 0].argsort()], TRAIN[TRAIN[:, 0].argsort()])
+    assert not torch.equal(torch.stack(r0["seen"]["draws"]), torch.stack(r1["seen"]["draws"]))
 
 
 def test_two_processes_match_one_on_the_same_global_batch(runs):
@@ -135,7 +145,8 @@ def test_two_processes_match_one_on_the_same_global_batch(runs):
         for name, value in single[key].items():
             assert torch.equal(r0[key][name], r1[key][name]), (key, name)  # ranks agree exactly
             torch.testing.assert_close(r0[key][name], value, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(single["ema"]["layers.0.weight"], single["weights"]["layers.0.weight"])
+    name = "layers.0.weight"
+    assert not torch.allclose(single["ema"][name], single["weights"][name])  # EMA ≠ weights
 
 
 def test_evaluation_counts_every_example_once(runs):
@@ -164,3 +175,18 @@ def test_bf16_mixed_trains_in_bfloat16_with_float32_loss_and_evaluates_in_float3
     assert dtypes == {True: {torch.bfloat16}, False: {torch.float32}}
     assert record.losses[0].dtype == torch.float32 and torch.isfinite(record.losses[0])
     assert math.isfinite(bpd) and bpd > 0
+
+
+@pytest.mark.parametrize("override, sharded", [
+    ("trainer=ddp", False), ("trainer=fsdp", True), ("trainer.strategy=fsdp", True)])
+def test_strategy_configs_and_no_ema_under_fsdp(override, sharded, tmp_path, monkeypatch):
+    made = {}
+    monkeypatch.setattr(L, "Trainer", lambda **kwargs: made.update(kwargs))  # FSDP needs GPUs
+    if sharded:
+        with pytest.warns(UserWarning, match="ignored under FSDP"):
+            build_trainer(compose_config([override]), tmp_path)
+    else:
+        build_trainer(compose_config([override]), tmp_path)
+        assert type(made["strategy"]).__name__ == "DDPStrategy"
+    assert is_sharded(made["strategy"]) == sharded
+    assert any(isinstance(c, EMA) for c in made["callbacks"]) != sharded

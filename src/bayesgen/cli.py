@@ -178,14 +178,11 @@ def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None
                  f"bayesgen train from_ckpt={run_dir}")
             raise SystemExit(130) from None
         raise
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if is_sharded(trainer.strategy):  # every rank helps gather the full weights into one file
-        trainer.save_checkpoint(last)
     if not trainer.is_global_zero:
         return run_dir
     train_time = time.time() - start
-    if is_sharded(trainer.strategy):
-        task = load_checkpoint(last)[1]
+    if is_sharded(trainer.strategy):  # the full weights, gathered into last.ckpt at the end
+        task = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")[1]
     task.to(trainer.strategy.root_device).eval()  # Lightning moves the model to the CPU after fit
     dm.trainer = None  # rank zero alone evaluates every example
     save_file({k: v.contiguous() for k, v in task.method.state_dict().items()},

@@ -292,9 +292,12 @@ class BSI(nn.Module):
     def _run_sampler(self, n_samples, k, t, schedule, generator, device, dtype, keep: bool,
                      model_kwargs: dict) -> dict[str, Tensor]:
         device, dtype = _device_dtype(self.model, device, dtype)
-        ts = self.schedule_t(k, t, torch.empty((), device=device, dtype=dtype), schedule)
-        lams = self.icdf(ts)
+        # The per-step constants in float64 on the host, moved once: the loop never syncs.
+        ts64 = self.schedule_t(k, t, torch.empty((), dtype=torch.float64), schedule)
+        lams = self.icdf(ts64)
         alphas = lams[1:] - lams[:-1]
+        ts, noise_std, weight = (v.to(device=device, dtype=dtype) for v in
+                                 (ts64, alphas.rsqrt(), alphas / lams[1:]))
         shape = (n_samples, *self.data_shape)
 
         def randn() -> Tensor:
@@ -304,8 +307,8 @@ class BSI(nn.Module):
         hist: dict[str, list[Tensor]] = {"mu": [mu], "x_hat": [], "y": []}
         for i in range(ts.numel() - 1):
             x_hat = self.predict(mu, ts[i].expand(n_samples), **model_kwargs)
-            y = x_hat + alphas[i].rsqrt() * randn()
-            mu = (alphas[i] * y + lams[i] * mu) / lams[i + 1]
+            y = torch.addcmul(x_hat, noise_std[i], randn())  # x̂ + α_i^(−1/2)·ε
+            mu = torch.lerp(mu, y, weight[i])  # (α_i·y + λ_i·μ)/λ_{i+1}, weight = α_i/λ_{i+1}
             if keep:
                 hist["mu"].append(mu)
                 hist["x_hat"].append(x_hat)
