@@ -15,7 +15,8 @@ time on a GPU;
 ratio_method = method / net isolates the method's own code (sampling t and noise, the
 preconditioning, the loss); step − method is the optimizer. Sizes: "toy" = the 2-layer MLP
 (256 wide) on 2-D data, "image" = a small VDM U-Net (width 32, 2 + 2 blocks, attention) on
-3×32×32. One JSON line per method and size.
+3×32×32. One JSON line per method and size. --compile compiles the network (for net) and
+method.train_loss (for method and step) with torch.compile.
 """
 
 from __future__ import annotations
@@ -74,18 +75,22 @@ def build(method: str, size: str, batch: int, device: torch.device):
     return m, net, x.to(device), net_in.to(device), t.to(device)
 
 
-def measure(method: str, size: str, batch: int, repeats: int, device: torch.device) -> dict:
+def measure(method: str, size: str, batch: int, repeats: int, device: torch.device,
+            compile: bool = False) -> dict:
     m, net, x, net_in, t = build(method, size, batch, device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    torch._dynamo.reset()
+    net_fn = torch.compile(net) if compile else net
+    loss_fn = torch.compile(m.train_loss) if compile else m.train_loss
 
     def net_only():
         opt.zero_grad(set_to_none=True)
-        net(net_in, t).square().mean().backward()
+        net_fn(net_in, t).square().mean().backward()
 
     def method_only():
         opt.zero_grad(set_to_none=True)
-        m.train_loss(x).mean().backward()
+        loss_fn(x).mean().backward()
 
     def step():
         method_only()
@@ -99,7 +104,7 @@ def measure(method: str, size: str, batch: int, repeats: int, device: torch.devi
     n_params = sum(p.numel() for p in net.parameters())
     return {
         "method": method, "size": size, "batch": batch, "net_parameters": n_params,
-        "device": device.type, "clock": clock,
+        "device": device.type, "clock": clock, "compiled": compile,
         "net_ms": round(1e3 * t["net"], 3),
         "method_ms": round(1e3 * t["method"], 3),
         "step_ms": round(1e3 * t["step"], 3),
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-image", type=int, default=8)
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds (default: 60 toy, 6 image)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (net) and method.train_loss (method, step)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
     device = setup(args.threads)
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = args.batch_toy if size == "toy" else args.batch_image
         repeats = args.repeats or (60 if size == "toy" else 6)
         for method in args.methods:
-            result = measure(method, size, batch, repeats, device)
+            result = measure(method, size, batch, repeats, device, args.compile)
             record("method_overhead", **result)
             assert math.isfinite(result["ratio"])
 
