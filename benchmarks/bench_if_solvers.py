@@ -104,7 +104,8 @@ def main() -> None:
     start = time.time()
     reference_z = flow64.encode(x.double(), rtol=1e-9, atol=1e-9)
     emit(measurement="reference_latents", solver="adaptive", rtol=1e-9, atol=1e-9,
-         reference_dtype="float64", nfe=flow64.last_nfe, seconds=round(time.time() - start, 2), **common)
+         reference_dtype="float64", nfe=flow64.last_nfe,
+         seconds=round(time.time() - start, 2), **common)
     del flow64
 
     def fixed(solver: str, points: int) -> dict:

@@ -8,7 +8,8 @@ one network and one batch, interleaved round by round (median):
   net     the network alone: zero_grad, forward on an input of the shape the method feeds it,
           mean-square loss, backward;
   method  zero_grad, method.train_loss(x).mean(), backward;
-  step    method + AdamW step — the full training step.
+  step    method + AdamW step — the full training step (torch's default AdamW, as the
+          engine builds it; --fused-adamw for the fused kernel).
 ratio = step / net is the issue's overhead (target ≤ 1.25 on CPU, ≤ 1.10 on GPU), in CPU time
 of the process on a CPU (steady on a shared machine; wall-clock ratio_wall beside it) and wall
 time on a GPU;
@@ -76,10 +77,10 @@ def build(method: str, size: str, batch: int, device: torch.device):
 
 
 def measure(method: str, size: str, batch: int, repeats: int, device: torch.device,
-            compile: bool = False) -> dict:
+            compile: bool = False, fused: bool = False) -> dict:
     m, net, x, net_in, t = build(method, size, batch, device)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused or None)
     torch._dynamo.reset()
     net_fn = torch.compile(net) if compile else net
     loss_fn = torch.compile(m.train_loss) if compile else m.train_loss
@@ -105,6 +106,7 @@ def measure(method: str, size: str, batch: int, repeats: int, device: torch.devi
     return {
         "method": method, "size": size, "batch": batch, "net_parameters": n_params,
         "device": device.type, "clock": clock, "compiled": compile,
+        "adamw": "fused" if fused else "default",
         "net_ms": round(1e3 * t["net"], 3),
         "method_ms": round(1e3 * t["method"], 3),
         "step_ms": round(1e3 * t["step"], 3),
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="timed rounds (default: 60 toy, 6 image)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (net) and method.train_loss (method, step)")
+    p.add_argument("--fused-adamw", action="store_true",
+                   help="AdamW(fused=True) instead of torch's default (what the engine uses)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
     device = setup(args.threads)
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = args.batch_toy if size == "toy" else args.batch_image
         repeats = args.repeats or (60 if size == "toy" else 6)
         for method in args.methods:
-            result = measure(method, size, batch, repeats, device, args.compile)
+            result = measure(method, size, batch, repeats, device, args.compile, args.fused_adamw)
             record("method_overhead", **result)
             assert math.isfinite(result["ratio"])
 

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                 x, t = net_input(method, m, n, device)
 
                 @torch.no_grad()
-                def net_call(x=x, t=t):
-                    return m.model(x, t)
+                def net_call(x=x, t=t, model=m.model):
+                    return model(x, t)
 
                 for steps in args.steps:
                     times = time_interleaved({"s": sampler(method, m, n, steps), "net": net_call},

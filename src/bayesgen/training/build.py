@@ -103,7 +103,9 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
     method = build_method(cfg, dm)
     return GenerativeTask(
         method,
-        **OmegaConf.to_container(cfg.optim),
+        **OmegaConf.to_container(cfg.optim)
+        # Lightning cannot clip the gradients of a fused optimizer under mixed precision
+        | {"fused": cfg.optim.get("fused", False) and "mixed" not in str(cfg.trainer.precision)},
         eval_kwargs=OmegaConf.to_container(cfg.method.get("eval_kwargs", {}) or {}),
         num_labels=info.num_labels if cfg.conditional.enabled else 0,
         label_dropout=cfg.conditional.label_dropout,

@@ -25,6 +25,7 @@ class GenerativeTask(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 1e-4,
         no_decay_on_norms_and_biases: bool = False,
+        fused: bool = True,
         warmup_steps: int = 1000,
         lr_schedule: str = "constant",
         min_lr: float = 0.0,
@@ -40,6 +41,7 @@ class GenerativeTask(L.LightningModule):
         self.method = method
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
         self.no_decay_on_norms_and_biases = no_decay_on_norms_and_biases
+        self.fused = fused
         self.warmup_steps, self.lr_schedule, self.min_lr = warmup_steps, lr_schedule, min_lr
         self.eval_kwargs = dict(eval_kwargs or {})
         self.num_labels, self.label_dropout = num_labels, label_dropout
@@ -110,7 +112,7 @@ class GenerativeTask(L.LightningModule):
             (no_decay if skip else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=self.fused)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
