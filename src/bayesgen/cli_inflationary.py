@@ -393,7 +393,9 @@ simulation, roundtrip errors), plus pictures (2-D/3-D scatter and GIFs, image gr
   ckpt=RUN (score=net), split=test|val|train, n=2000 (toys; images: 256), seed=0,
   eps=VAR (latent variance of compressed dims; default: the schedule's at t_max),
   prev_melt=FILE.npz (roundtrip from a saved melt), save_every=10, pictures=true,
-  out=DIR (default RUN/simulations), name=DATA (file prefix), device=, dtype=float32|float64
+  out=DIR (default RUN/simulations), name=DATA (file prefix), label=C (class of the generated
+  samples of a class-conditional model; default one class per sample in turn), device=,
+  dtype=float32|float64
   solver=euler|heun|adaptive, steps=N (grid points), h=STEP, rtol=, atol= (see encode --help)
 score=discrete (no network: exact denoiser of the n points, PCA of the same points):
   data=NAME [root=…] dims_to_keep=k rho=1 gamma0=5e-4 t_max=7.01 t_start=0 end_vars=1
