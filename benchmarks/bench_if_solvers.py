@@ -6,7 +6,9 @@ measurement.
 Trains circles PR-preserving through the engine unless --run points at a run:
     bayesgen train experiment=circles-if-prp net.hidden=128 net.depth=3 trainer.max_steps=10000
 (ToyNet 128×3, 167k parameters — the experiment's 1.05M-parameter net trains at ~0.08 s/step on
-one CPU core, this one at ~0.02 s/step).
+one CPU core, this one at ~0.02 s/step; ≈ 9 min). The experiment feeds the network's time
+embedding 0.01·c_noise; --net-time-scale 1 trains with c_noise = 999·t as given (EDM's and the
+reference's convention), whose high-frequency time features make the vector field ripple.
 
 Roundtrip: x → encode (t_start → t_max) → decode → x', relative error ‖x − x'‖/‖x‖ per example
 (mean and max over --n test points). Fixed-step solvers use the uniform grid on [0, t_max]

@@ -416,11 +416,13 @@ class InflationaryFlow(nn.Module):
         Returns the latents z (B, D), scaled ES coordinates; with ``return_trajectory`` the
         :class:`ODEResult` (``trajectory`` of scaled ES states at ``times``).
 
-        Default solver: dopri5 with rtol = atol = 1e-5 (atol per ES dim, see :meth:`integrate`):
-        on Gaussian data with the exact denoiser (D = 3 and 64, PR-preserving and -reducing)
-        roundtrip errors of 3e-6–7e-5 relative for 30–220 network calls per direction.
+        Default solver: dopri5 with rtol = atol = 1e-5 for every element (max-norm error
+        control; atol per ES dim, see :meth:`integrate`): on Gaussian data with the exact
+        denoiser (D = 3 and 64, PR-preserving and -reducing) mean roundtrip errors of 3e-6–4e-5
+        relative for 85–215 network calls per direction; on a trained circles flow (ToyNet,
+        time_scale 0.01) 6e-5 for 160 calls in all (benchmarks/bench_if_solvers.py).
         ``solver="heun"`` with 255 steps (510 calls) is the authors' image setting and
-        ``"euler"`` on ``reference_grid("toy", 701)`` their toy one (roundtrip ~1e-3); without
+        ``"euler"`` on ``reference_grid("toy", 701)`` their toy one (roundtrip ~4e-4); without
         n_steps / h / grid the fixed-step solvers take FIXED_STEPS steps.
         """
         self._check_data(x)
