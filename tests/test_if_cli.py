@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from bayesgen import cli, cli_inflationary
 from bayesgen.cli import main
 
 TINY_TOY = ["experiment=circles-if-prp", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
@@ -21,16 +20,12 @@ TINY_TOY = ["experiment=circles-if-prp", "net.hidden=32", "net.depth=1", "traine
 
 
 @pytest.fixture(scope="module", autouse=True)
-def if_commands():
-    """The IF commands in the main dispatcher (idempotent once cli.py merges them); one
-    intra-op thread for the tiny tensors."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, fn in cli_inflationary.COMMANDS.items():
-            mp.setitem(cli.COMMANDS, name, fn)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(threads)
+def one_thread():
+    """One intra-op thread for the tiny tensors."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,10 @@ commands:
   info      [overrides]                     parameter count of a configuration (meta device)
   prepare   images|imagenet source=… dest=…  data set conversion (EDM ZIP of PNGs, ImageNet HDF5)
   fid       ref|gen|calc …                   FID statistics, sample folders, FID
+  encode    ckpt=RUN …                        Inflationary Flows: data -> latents (.npz)
+  simulate  sim=melt|roundtrip|gen|all …      IF pfODE trajectories (.npz + params JSON)
+  roundtrip-mse, coverage, residuals extract|calc
+                                            IF roundtrip MSE, toy coverage, residual correlations
 
 Run `bayesgen COMMAND --help` for the command's options."""
 
@@ -490,6 +494,12 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _inflationary_commands() -> dict[str, Callable[[list[str]], int]]:
+    from bayesgen.cli_inflationary import COMMANDS as IF_COMMANDS
+
+    return IF_COMMANDS
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -510,15 +520,16 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, args = argv[0], argv[1:]
-    if command not in COMMANDS:
+    commands = COMMANDS | _inflationary_commands()
+    if command not in commands:
         print(f"bayesgen: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in args):
-        print(COMMANDS[command].__doc__ or USAGE)
+        print(commands[command].__doc__ or USAGE)
         return 0
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
-        return COMMANDS[command](args)
+        return commands[command](args)
     except KeyboardInterrupt:
         print("bayesgen: interrupted", file=sys.stderr)
         return 130

@@ -172,6 +172,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     cfg = OmegaConf.create(ckpt["bayesgen_config"])
     with open_dict(cfg):
         cfg.data.num_workers = 0
+        if cfg.method.get("data") == "auto":  # fitted statistics come from the state dict
+            cfg.method.data = None
     task = build_task(cfg, build_datamodule(cfg))
     task.load_state_dict(ckpt["state_dict"])
     task.eval()
