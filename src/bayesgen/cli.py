@@ -244,6 +244,7 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
   k=inf|N        BSI: infinite-step ELBO (default) or the N-step ELBO
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
   samples=N      Monte-Carlo samples of the measurement loss (BSI)
+  rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
   repeats=N      estimates averaged per example (default 1)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
     import torch
@@ -255,14 +256,17 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "samples": _positive_int, "repeats": _positive_int,
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
-                             "device": str}, required=["ckpt"])
+                             "device": str, "rtol": float, "atol": float,
+                             "n_probes": _positive_int, "solver": str}, required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
     cfg, task, path = load_checkpoint(opts["ckpt"])
     task.to(_device(opts.get("device")))
     elbo = task.method.elbo
     eval_kwargs = dict(task.eval_kwargs)
-    for key, target in (("k", "k"), ("n_steps", "n_steps"), ("samples", "n_measure_samples")):
+    for key, target in (("k", "k"), ("n_steps", "n_steps"), ("samples", "n_measure_samples"),
+                        ("rtol", "rtol"), ("atol", "atol"), ("n_probes", "n_probes"),
+                        ("solver", "solver")):
         if key in opts:
             if not _method_arg(elbo, target):
                 raise UsageError(f"{key}= does not apply to method {cfg.method.name}")
