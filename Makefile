@@ -26,8 +26,16 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
 
+# Speed benchmarks (about 5 minutes on 2 CPU cores) plus short smoke runs of the two real-data
+# checks; their full runs: `$(PY) benchmarks/bench_bfn_mnist.py --minutes 30` and
+# `$(PY) benchmarks/bench_if_solvers.py` (see BENCHMARKS.md).
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) benchmarks/bench_overhead.py
+	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_graph_breaks.py
+	$(PY) benchmarks/bench_if_solvers.py --train-steps 300 --n 200 --out runs/bench_if_smoke
+	$(PY) benchmarks/bench_bfn_mnist.py --minutes 1 --test-examples 200
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
