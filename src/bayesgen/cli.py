@@ -243,7 +243,7 @@ def cmd_evaluate(args: list[str]) -> int:
 Bits/dim on the test (or val) split with its standard error, written to JSON.
   k=inf|N        BSI: infinite-step ELBO (default) or the N-step ELBO
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
-  samples=N      Monte-Carlo samples of the measurement loss (BSI)
+  samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
   repeats=N      estimates averaged per example (default 1)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
@@ -264,11 +264,12 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     task.to(_device(opts.get("device")))
     elbo = task.method.elbo
     eval_kwargs = dict(task.eval_kwargs)
-    for key, target in (("k", "k"), ("n_steps", "n_steps"), ("samples", "n_measure_samples"),
-                        ("rtol", "rtol"), ("atol", "atol"), ("n_probes", "n_probes"),
-                        ("solver", "solver")):
+    for key, targets in (("k", ["k"]), ("n_steps", ["n_steps"]),
+                         ("samples", ["n_measure_samples", "n_samples"]), ("rtol", ["rtol"]),
+                         ("atol", ["atol"]), ("n_probes", ["n_probes"]), ("solver", ["solver"])):
         if key in opts:
-            if not _method_arg(elbo, target):
+            target = next((t for t in targets if _method_arg(elbo, t)), None)
+            if target is None:
                 raise UsageError(f"{key}= does not apply to method {cfg.method.name}")
             eval_kwargs[target] = opts[key]
     if "batch_size" in opts:
@@ -287,6 +288,9 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
           f"{m['nats_per_dim']:.4f} ± {m['nats_per_dim_se']:.4f} nats/dim | "
           f"{m['nats_per_example']:.2f} nats/example "
           f"({m['n_examples']} examples × {m['repeats']} repeats, {_fmt(eval_kwargs)})")
+    for term in getattr(type(task.method), "elbo_terms", ()):
+        print(f"  {term}: {m[f'{term}_nats_per_dim']:.4f} ± {m[f'{term}_nats_per_dim_se']:.4f} "
+              "nats/dim")
     print(f"wrote {out}")
     return 0
 

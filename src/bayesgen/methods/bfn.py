@@ -593,10 +593,8 @@ class BFN(nn.Module):
                              "set data_shape= to match your data")
         if not x.is_floating_point():
             raise ValueError(f"{name} expects floating-point data in [-1, 1], got {x.dtype}")
-        lo, hi = x.min().item(), x.max().item()
-        if lo < -1 - 1e-5 or hi > 1 + 1e-5:
-            raise ValueError(f"{name} expects data in [-1, 1], got values in [{lo:.3g}, {hi:.3g}];"
-                             " rescale it (e.g. 2·x − 1 for data in [0, 1])")
+        if not torch.compiler.is_compiling():  # the check syncs; compiled graphs skip it
+            _check_range(x, name)
         return quantize(x, self.num_bins) if self.kind == "discretized" else x
 
     def _class_probs(self, x: Tensor) -> Float[Tensor, "B *D K"]:
@@ -606,7 +604,8 @@ class BFN(nn.Module):
             if tuple(x.shape[1:]) != d:
                 raise ValueError(f"the discrete BFN expects class indices of shape (B, {dims}), "
                                  f"got {tuple(x.shape)}; set data_shape= to match your data")
-            if x.numel() and (x.min().item() < 0 or x.max().item() >= K):
+            if not torch.compiler.is_compiling() and x.numel() and (
+                    x.min().item() < 0 or x.max().item() >= K):
                 raise ValueError(f"class indices must lie in [0, {K - 1}] (num_classes={K}), got "
                                  f"values in [{x.min().item()}, {x.max().item()}]")
             _, dtype = _device_dtype(self.model, x.device, None)
@@ -679,3 +678,10 @@ def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
     if dtype is None:
         dtype = param.dtype if param is not None else torch.get_default_dtype()
     return torch.device(device), dtype
+
+
+def _check_range(x: Tensor, name: str) -> None:
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1 - 1e-5 or hi > 1 + 1e-5:
+        raise ValueError(f"{name} expects data in [-1, 1], got values in [{lo:.3g}, {hi:.3g}];"
+                         " rescale it (e.g. 2·x − 1 for data in [0, 1])")

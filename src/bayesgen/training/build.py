@@ -60,20 +60,18 @@ def _resolve_auto(key: str, dm) -> Any:
 
 
 def _net_defaults(net_cfg: DictConfig, info, num_labels: int) -> dict[str, Any]:
-    """Fill shape arguments of the network from the data set when the config leaves them out."""
-    target = get_class(net_cfg._target_)
-    params = inspect.signature(target).parameters
+    """Fill shape arguments of the network from the data set when the config leaves them out
+    (and the number of classes of a conditional run); also inside a wrapper's ``net``."""
+    params = inspect.signature(get_class(net_cfg._target_)).parameters
     shape = tuple(info.data_shape)
-    known = {
-        "data_shape": shape,
-        "in_channels": shape[0],
-        "input_size": shape[-1],
-        "resolution": shape[-1],
-        "num_labels": num_labels,
-        "num_classes": num_labels,
-    }
-    return {k: v for k, v in known.items()
-            if k in params and net_cfg.get(k, None) is None}
+    known = {"data_shape": shape, "in_channels": shape[0], "input_size": shape[-1],
+             "resolution": shape[-1], "num_labels": num_labels, "num_classes": num_labels}
+    out = {k: v for k, v in known.items() if k in params and (
+        net_cfg.get(k, None) is None or (k in ("num_classes", "num_labels") and num_labels))}
+    inner = net_cfg.get("net", None)
+    if isinstance(inner, DictConfig) and "_target_" in inner:
+        out["net"] = _net_defaults(inner, info, num_labels)
+    return out
 
 
 def build_method(cfg: DictConfig, dm) -> nn.Module:
