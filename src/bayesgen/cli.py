@@ -536,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         print(commands[command].__doc__ or USAGE)
         return 0
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _quiet_lightning()
     try:
         return commands[command](args)
     except KeyboardInterrupt:
@@ -548,6 +549,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's advertising and known-harmless warnings off the user's terminal."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*LeafSpec.*", ".*smaller than the logging interval.*",
+                    ".*`weights_only` was not set.*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _is_user_error(e: BaseException) -> bool:
