@@ -19,13 +19,7 @@ TINY_TOY = ["experiment=circles-if-prp", "net.hidden=32", "net.depth=1", "traine
             "+data.n_test=256", "trainer.log_every_n_steps=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for the tiny tensors."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
