@@ -329,7 +329,9 @@ samples.pt (the raw tensor) and samples.txt for text.
                           model_kwargs=sample_labels(task, n, opts.get("label")),
                           frames=opts.get("frames", 20), animation=opts.get("animation", "gif"),
                           seed=opts.get("seed", 0))
-    print(f"drew {n} samples ({_fmt(sample_kwargs)})")
+    nfe = getattr(task.method, "last_nfe", None)
+    print(f"drew {n} samples ({_fmt(sample_kwargs)})"
+          + (f"; {nfe} network evaluations" if nfe is not None else ""))
     for p in paths.values():
         print(f"wrote {p}")
     if "text" in paths:
