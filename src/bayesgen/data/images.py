@@ -30,6 +30,7 @@ from bayesgen.data.info import (
     DatasetNotFoundError,
     DataSource,
     download_dir,
+    download_or_explain,
     fetch,
     md5_of_file,
     search_dirs,
@@ -157,13 +158,9 @@ class MNISTData(DataSource):
             f"Put {names} (the official idx files, gzipped or not) in {dest} "
             f"(or pass root=..., or set BAYESGEN_DATA_DIR to a folder holding '{self.folder}/')"
         )
-        if not self.download:
-            raise DatasetNotFoundError(message + "; download=False.")
-        try:
-            for base, (gz_md5, _) in self.files.items():
-                fetch([m + f"{base}.gz" for m in self.mirrors], dest, f"{base}.gz", gz_md5)
-        except Exception as e:
-            raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
+        download_or_explain(message, self.download, lambda: [
+            fetch([m + f"{base}.gz" for m in self.mirrors], dest, f"{base}.gz", gz_md5)
+            for base, (gz_md5, _) in self.files.items()])
         found = self._find()
         if found is None:
             raise DatasetNotFoundError(f"{message}; the download left no files in {dest}.")
@@ -327,12 +324,8 @@ class CIFAR10Data(DataSource):
             f"{CIFAR10_URL}) or its extracted {CIFAR10.base_folder}/ in {dest} "
             "(or pass root=..., or set BAYESGEN_DATA_DIR to a folder holding 'cifar10/')"
         )
-        if not self.download:
-            raise DatasetNotFoundError(message + "; download=False.")
-        try:
-            return fetch([CIFAR10_URL], dest, CIFAR10_TGZ, CIFAR10_TGZ_MD5)
-        except Exception as e:
-            raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
+        return download_or_explain(message, self.download, lambda: fetch(
+            [CIFAR10_URL], dest, CIFAR10_TGZ, CIFAR10_TGZ_MD5))
 
     def prepare(self) -> None:
         self._locate()

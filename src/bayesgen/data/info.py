@@ -123,6 +123,17 @@ def fetch(urls: Sequence[str], folder: Path, filename: str, md5: str | None) -> 
     raise error if error is not None else RuntimeError("no URL to download from")
 
 
+def download_or_explain(message: str, download: bool, fetch_files: Callable[[], object]):
+    """Run ``fetch_files()`` (a download) and return its result, or raise one
+    `DatasetNotFoundError`: ``message`` (which says where to put the files) and why."""
+    if not download:
+        raise DatasetNotFoundError(message + "; download=False.")
+    try:
+        return fetch_files()
+    except Exception as e:
+        raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
+
+
 def md5_of_file(path: str | os.PathLike) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:

@@ -22,6 +22,7 @@ from bayesgen.data.info import (
     DatasetNotFoundError,
     DataSource,
     download_dir,
+    download_or_explain,
     fetch,
     md5_of_file,
     search_dirs,
@@ -148,12 +149,8 @@ class TinyShakespeareData(TextFileData):
             f"{', '.join(map(str, search_dirs(self.folder, self.root)))}; put {SHAKESPEARE_URL} "
             f"at {dest / self.filename}"
         )
-        if not self.download:
-            raise DatasetNotFoundError(message + " (download=False).")
-        try:
-            return fetch([SHAKESPEARE_URL], dest, self.filename, SHAKESPEARE_MD5)
-        except Exception as e:
-            raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
+        return download_or_explain(message, self.download, lambda: fetch(
+            [SHAKESPEARE_URL], dest, self.filename, SHAKESPEARE_MD5))
 
     def prepare(self) -> None:
         self._locate()
@@ -194,12 +191,8 @@ class Text8Data(DataSource):
             f"Download {TEXT8_URL} and put text8.zip (or the unzipped text8) in {dest} "
             "(or pass root=..., or set BAYESGEN_DATA_DIR to a folder holding 'text8/')"
         )
-        if not self.download:
-            raise DatasetNotFoundError(message + "; download=False.")
-        try:
-            return fetch([TEXT8_URL], dest, "text8.zip", TEXT8_MD5)
-        except Exception as e:
-            raise DatasetNotFoundError(f"{message}; downloading failed: {e!r}") from e
+        return download_or_explain(message, self.download, lambda: fetch(
+            [TEXT8_URL], dest, "text8.zip", TEXT8_MD5))
 
     def prepare(self) -> None:
         self._locate()
