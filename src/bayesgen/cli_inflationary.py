@@ -657,19 +657,15 @@ points_* per space, latent_std, nfe).
     bs = opts.get("batch_size", 5000)
     nfe = {"decode": 0, "encode": 0}
 
-    def decode(z):
-        def one(zb):
-            return flow.decode(zb, **kw), flow.last_nfe
-        x, k = _batched(one, z, bs)
-        nfe["decode"] += k
-        return x
+    def counted(solve, key: str):
+        """``solve`` in batches of ``bs``, adding its network evaluations to nfe[key]."""
+        def run(v):
+            out, k = _batched(lambda b: (solve(b, **kw), flow.last_nfe), v, bs)
+            nfe[key] += k
+            return out
+        return run
 
-    def encode(x):
-        def one(xb):
-            return flow.encode(xb, **kw), flow.last_nfe
-        z, k = _batched(one, x, bs)
-        nfe["encode"] += k
-        return z
+    decode, encode = counted(flow.decode, "decode"), counted(flow.encode, "encode")
 
     std = flow.latent_std(opts.get("eps"), like=torch.zeros(1, dtype=dtype, device=device))
     gen = torch.Generator(device=device).manual_seed(opts.get("seed", 0))
