@@ -162,7 +162,7 @@ def _cases() -> list[Case]:
                               "dtype", "float"))
             cases.append(Case(variant, f"{entry}-device=meta",
                               lambda m, call=call: call(m, n_samples=2, device="meta"),
-                              "device", "model"))
+                              "device", "model|flow"))
         cases += _argument_cases(variant)
     return cases
 
