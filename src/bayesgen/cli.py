@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line (``bayesgen: error: ...``), exit
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -62,6 +63,13 @@ def _int_or_inf(value: str) -> int | None:
     if n < 0:
         raise ValueError("must be positive")
     return n
+
+
+def _finite_float(value: str) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
 
 
 def _positive_int(value: str) -> int:
@@ -328,7 +336,7 @@ samples.pt (the raw tensor) and samples.txt for text.
 
     opts = parse_args(args, {"ckpt": str, "n": _positive_int, "k": _positive_int,
                              "n_steps": _positive_int, "out": str, "seed": int, "label": int,
-                             "guidance": float, "schedule": str, "frames": _positive_int,
+                             "guidance": _finite_float, "schedule": str, "frames": _positive_int,
                              "animation": str, "device": str}, required=["ckpt"])
     if opts.get("animation", "gif") not in ("gif", "webp", "none"):
         raise UsageError("animation must be gif, webp or none")

@@ -73,21 +73,17 @@ def inflation_rates(data_dim: int, dims_to_keep: int | None = None, inflation: I
     k = data_dim if dims_to_keep is None else dims_to_keep
     if not 1 <= k <= data_dim:
         raise ValueError(f"dims_to_keep must lie in [1, {data_dim}], got {dims_to_keep}")
+    if inflation not in ("orig", "constant_inflation_gap"):
+        raise ValueError(f"unknown inflation {inflation!r}; use 'orig' or "
+                         "'constant_inflation_gap'")
+    if inflation == "constant_inflation_gap" and (inflation_gap is None or inflation_gap <= -1):
+        raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > −1 "
+                         "(compressed dims get g_i = −inflation_gap; the paper's "
+                         "IG = g* − g_i = 1 + inflation_gap, e.g. 0.02 for IG = 1.02)")
     g = torch.zeros(data_dim, dtype=torch.float64, device="cpu")
     if k < data_dim:
-        if inflation == "orig":
-            g_compressed = -k / (data_dim - k)
-        elif inflation == "constant_inflation_gap":
-            if inflation_gap is None or inflation_gap <= -1:
-                raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > −1 "
-                                 "(compressed dims get g_i = −inflation_gap; the paper's "
-                                 "IG = g* − g_i = 1 + inflation_gap, e.g. 0.02 for IG = 1.02)")
-            g_compressed = -float(inflation_gap)
-        else:
-            raise ValueError(f"unknown inflation {inflation!r}; use 'orig' or "
-                             "'constant_inflation_gap'")
         g[:k] = 1.0
-        g[k:] = g_compressed
+        g[k:] = -k / (data_dim - k) if inflation == "orig" else -float(inflation_gap)
     return g * g_rescaling
 
 

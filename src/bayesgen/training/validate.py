@@ -103,6 +103,16 @@ def _devices(value: Any) -> str | None:
     return None
 
 
+def _strategy(value: Any) -> str | None:
+    if isinstance(value, DictConfig | dict):  # a _target_ node (trainer=ddp, trainer=fsdp)
+        return None
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if str(value) not in ("auto", *StrategyRegistry.available_strategies()):
+        return "expected auto, a Lightning strategy name (ddp, ddp_spawn, fsdp, …) or a node"
+    return None
+
+
 def _betas(value: Any) -> str | None:
     if not (isinstance(value, list | tuple | ListConfig) and len(value) == 2 and all(
             isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
@@ -153,6 +163,7 @@ SCHEMA: dict[str, Key] = {
     "trainer.gradient_clip_val": Key(float, min=0, optional=True),
     "trainer.num_nodes": Key(int, min=1),
     "trainer.devices": Key(None, check=_devices),
+    "trainer.strategy": Key(None, check=_strategy),
     "trainer.precision": Key(None, choices=PRECISIONS),
     "trainer.accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
 }
@@ -170,10 +181,25 @@ METHOD_KINDS = {
 def compose_checked(overrides: list[str]) -> DictConfig:
     """``compose_config`` whose failures are one ``ConfigError``: a group option that does not
     exist lists the ones that do; a key that does not exist gets a "did you mean"."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     try:
         return compose_config(overrides)
+    except OverrideParseException:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for override in overrides:
+            try:
+                parser.parse_overrides([override])
+            except OverrideParseException as e:
+                raise ConfigError(f"cannot parse {override}: {_first_line(e)} (Hydra's override "
+                                  "syntax: quote values with special characters)") from None
+        raise
     except MissingConfigException as e:
         found = re.search(r"Could not find '([\w-]+)/([^'/]+)'", str(e))
         if found is None or found[1] not in GROUPS:
