@@ -168,6 +168,13 @@ SCHEMA: dict[str, Key] = {
     "trainer.accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
 }
 
+# values of method.eval_kwargs / method.sample_kwargs (arguments of elbo / sample)
+CALL_ARGUMENTS = {
+    **{name: Key(int, min=1, optional=True) for name in (
+        "k", "n_steps", "n_samples", "n_recon_samples", "n_measure_samples", "n_probes")},
+    "rtol": Key(float, above=0), "atol": Key(float, above=0),
+}
+
 METHOD_KINDS = {
     "bayesgen.methods.bsi.BSI": "bsi",
     "bayesgen.methods.bfn.BFN.continuous": "bfn_continuous",
@@ -447,6 +454,10 @@ def _check_options(cfg: DictConfig, group: str, overrides: list[str]) -> None:
                     raise ConfigError(_foreign_options(f"method.{extra}", bad,
                                                        f"{owner.__name__}.{attr}", allowed,
                                                        overrides))
+                for name, key in CALL_ARGUMENTS.items():
+                    if name in kwargs and (problem := key.problem(kwargs[name])):
+                        raise ConfigError(f"invalid method.{extra}.{name}="
+                                          f"{_show(kwargs[name])}: {problem}")
 
 
 def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
