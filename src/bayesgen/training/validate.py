@@ -284,12 +284,13 @@ def check_resume_overrides(overrides: list[str]) -> None:
                               f"{arg}{fix} or start a new run without from_ckpt=")
 
 
-def check_launcher(overrides: list[str]) -> None:
-    """``hydra/launcher=slurm`` needs the submitit launcher plugin and Slurm's ``srun``."""
+def check_launcher(overrides: list[str]) -> bool:
+    """Whether the jobs run elsewhere: ``hydra/launcher=slurm``, which needs the submitit
+    launcher plugin and Slurm's ``srun`` (checked)."""
     launcher = next((o.split("=", 1)[1] for o in overrides
                      if o.split("=", 1)[0] == "hydra/launcher"), None)
     if launcher not in ("slurm", "submitit_slurm"):
-        return
+        return False
     try:
         import hydra_plugins.hydra_submitit_launcher  # noqa: F401
     except ImportError:
@@ -299,6 +300,7 @@ def check_launcher(overrides: list[str]) -> None:
         raise ConfigError(f"hydra/launcher={launcher} needs Slurm, but srun is not on this "
                           "machine's PATH; run on a Slurm login node, or drop "
                           "hydra/launcher= to train here")
+    return True
 
 
 def sweep_configs(overrides: list[str]) -> list[list[str]]:
@@ -317,9 +319,10 @@ def sweep_configs(overrides: list[str]) -> list[list[str]]:
 
 
 # ---- the configuration ------------------------------------------------------------------------
-def validate_config(cfg: DictConfig, overrides: list[str] = ()) -> None:
+def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = True) -> None:
     """Raise one ConfigError for the first problem of ``cfg`` (see the module docstring);
-    ``overrides`` (the command line) only make the messages more precise."""
+    ``overrides`` (the command line) only make the messages more precise. ``here=False``
+    (a job launched elsewhere, e.g. from a Slurm login node) skips the GPU checks."""
     _check_keys(cfg)
     for group in ("data", "method", "net"):
         node = cfg.get(group)
@@ -338,7 +341,8 @@ def validate_config(cfg: DictConfig, overrides: list[str] = ()) -> None:
         if problem:
             hint = f" ({key.hint})" if key.hint else ""
             raise ConfigError(f"invalid {path}={_show(value)}: {problem}{hint}")
-    _check_accelerator(cfg)
+    if here:
+        _check_accelerator(cfg)
     _check_options(cfg, "method", overrides)
     _check_options(cfg, "net", overrides)
     _check_combination(cfg, overrides)
@@ -354,7 +358,7 @@ def _show(value: Any) -> str:
 
 def _check_keys(cfg: DictConfig) -> None:
     base = OmegaConf.load(CONF / "config.yaml")
-    known_root = (set(base) - {"defaults"}) | set(GROUPS) - {"experiment"}
+    known_root = (set(base) - {"defaults"}) | set(GROUPS) - {"experiment"} | {"hydra"}
     known_root |= {k.split(".")[0] for k in SCHEMA}
     for key in cfg:
         if key not in known_root:
