@@ -64,11 +64,10 @@ class Key:
         else:
             text = {int: "an integer", float: "a number", bool: "true or false",
                     str: "a string", None: "a value"}[self.type]
-            bounds = [f"≥ {self.min:g}" if self.min is not None else "",
-                      f"> {self.above:g}" if self.above is not None else "",
-                      f"≤ {self.max:g}" if self.max is not None else "",
-                      f"< {self.below:g}" if self.below is not None else ""]
-            text += " " + " and ".join(b for b in bounds if b) if any(bounds) else ""
+            bounds = [f"{op} {_number(v)}" for op, v in (
+                ("≥", self.min), (">", self.above), ("≤", self.max), ("<", self.below))
+                if v is not None]
+            text += " " + " and ".join(bounds) if bounds else ""
         return text + (" or null" if self.optional else "")
 
     def problem(self, value: Any) -> str | None:
@@ -88,6 +87,10 @@ class Key:
                        or (self.below is not None and value >= self.below)):
             return f"expected {self.expected()}"
         return self.check(value) if self.check else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _fraction_or_count(value: Any) -> str | None:
@@ -484,13 +487,14 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    if not isinstance(cfg.get("method"), DictConfig) or not isinstance(cfg.get("data"),
-                                                                       DictConfig):
-        return
+    nodes = [cfg.get(g) for g in ("data", "method", "net")]
+    if not all(isinstance(n, DictConfig) for n in nodes) or any(
+            _locate(n.get("_target_")) is None for n in nodes):
+        return  # only bayesgen's own data, methods and networks are built to be checked
     kind = METHOD_KINDS.get(cfg.method.get("_target_"))
     dm = instantiate(cfg.data, _convert_="all")
     info = dm.info
-    data = f"data={info.name}" if info.name == cfg.data.get("name") else f"data={cfg.data.name}"
+    data = f"data={cfg.data.get('name', info.name)}"
     method = f"method={kind}"
     discrete = info.num_classes is not None
     if kind == "bfn_discrete" and not discrete:
