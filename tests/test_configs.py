@@ -19,6 +19,7 @@ EXPERIMENTS = sorted(p.stem for p in
 VDM_UNET, DIT_L, TEXT_TRANSFORMER, DDPMPP, MNIST_UNET = 28e6, 479e6, 170e6, 55.7e6, 25e6
 PUBLISHED = {
     "cifar10-vdm": VDM_UNET,
+    "cifar10-vdm-baseline": VDM_UNET,
     "cifar10-bfn-continuous-16": VDM_UNET,
     "cifar10-bfn-continuous-256": VDM_UNET,
     "cifar10-bfn-discretized-16": VDM_UNET,
@@ -27,6 +28,8 @@ PUBLISHED = {
     "imagenet64-dit": DIT_L,           # DiT-L/4: the DiT-L/2 body, bigger patches
     "imagenet32-dit-bfn": DIT_L,
     "imagenet64-dit-bfn": DIT_L,
+    "imagenet32-dit-vdm": DIT_L,
+    "imagenet64-dit-vdm": DIT_L,
     "text8-bfn": TEXT_TRANSFORMER,
     "cifar10-if-prp": DDPMPP,
     "cifar10-if-prr2": DDPMPP,
