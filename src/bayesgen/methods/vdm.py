@@ -302,7 +302,7 @@ class VDM(nn.Module):
         noise_std = self.sigma(t_lo) * c.sqrt()
         ts_d, c, inv_alpha_t, alpha_s, noise_std = (
             v.to(device=device, dtype=dtype) for v in (ts, c, inv_alpha_t, alpha_s, noise_std))
-        final_scale = float(1 / self.alpha(torch.zeros((), dtype=torch.float64)))
+        final_scale = math.sqrt(1 + math.exp(self.gamma_0))  # 1/α_0, α_0² = sigmoid(−γ(0))
         shape = (n_samples, *self.data_shape)
 
         def randn() -> Tensor:
