@@ -293,15 +293,20 @@ class VDM(nn.Module):
                      model_kwargs: dict) -> dict[str, Tensor]:
         device, dtype = _device_dtype(self.model, device, dtype)
         # q(z_s | z_t, x) = N(α_s·lerp(z_t/α_t, x, c), σ_s²·c·I), c = 1 − SNR(t)/SNR(s)
-        # = −expm1(γ(s) − γ(t)) (VDM's posterior, written stably in γ): per-step constants in
-        # float64 on the host, moved once, so the loop never syncs.
+        # = −expm1(γ(s) − γ(t)) (VDM's posterior, written stably in γ). With x = x̂ the mean is
+        # (α_s/α_t)·(z_t − c·σ_t·ε̂) for ε-prediction and (α_s/α_t)(1 − c)·z_t + α_s·c·x̂ for
+        # x-prediction: a·z_t + b·out. Per-step constants in float64 on the host, moved once, so
+        # the loop never syncs; an update is two addcmul kernels.
         ts = self.schedule_t(k, t, torch.empty((), dtype=torch.float64)).flip(0)  # 1 → 0
         t_hi, t_lo = ts[:-1], ts[1:]
         c = -torch.expm1(self.gamma(t_lo) - self.gamma(t_hi))
-        inv_alpha_t, alpha_s = 1 / self.alpha(t_hi), self.alpha(t_lo)
+        ratio = self.alpha(t_lo) / self.alpha(t_hi)
+        if self.parameterization == "eps":
+            a, b = ratio, -ratio * c * self.sigma(t_hi)
+        else:
+            a, b = ratio * (1 - c), self.alpha(t_lo) * c
         noise_std = self.sigma(t_lo) * c.sqrt()
-        ts_d, c, inv_alpha_t, alpha_s, noise_std = (
-            v.to(device=device, dtype=dtype) for v in (ts, c, inv_alpha_t, alpha_s, noise_std))
+        ts_d, a, b, noise_std = (v.to(device=device, dtype=dtype) for v in (ts, a, b, noise_std))
         final_scale = math.sqrt(1 + math.exp(self.gamma_0))  # 1/α_0, α_0² = sigmoid(−γ(0))
         shape = (n_samples, *self.data_shape)
 
@@ -311,12 +316,15 @@ class VDM(nn.Module):
         z = randn()
         hist: dict[str, list[Tensor]] = {"z": [z], "x_hat": []}
         for i in range(ts.numel() - 1):
-            x_hat = self.predict(z, ts_d[i].expand(n_samples), **model_kwargs)
-            mean = torch.lerp(z * inv_alpha_t[i], x_hat, c[i]) * alpha_s[i]
-            z = torch.addcmul(mean, noise_std[i], randn())
+            t_i = ts_d[i].expand(n_samples)
+            out = self.model(z, t_i, **model_kwargs)
+            if keep:
+                hist["x_hat"].append(out if self.parameterization == "x" else
+                                     (z - _bcast(self.sigma(t_i), z) * out)
+                                     / _bcast(self.alpha(t_i), z))
+            z = torch.addcmul(torch.addcmul(a[i] * z, b[i], out), noise_std[i], randn())
             if keep:
                 hist["z"].append(z)
-                hist["x_hat"].append(x_hat)
         x = z * final_scale
         if not keep:
             return {"x": x}
