@@ -209,8 +209,7 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None) -
         return _finished_run(cfg, run_dir, resume, step) if is_primary_process() else run_dir
     if is_primary_process():
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        if resume is not None:
-            trim_metrics(run_dir / "logs" / "metrics.csv", step, say=_say)
+        trim_metrics(run_dir / "logs" / "metrics.csv", step, say=_say)  # rows to be logged again
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")  # it is
 
