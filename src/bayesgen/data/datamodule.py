@@ -139,11 +139,12 @@ class DataModule(L.LightningDataModule):
         whose optimizer step is done (checkpoints are written between steps)."""
         if self.train_sampler is None:
             return {"seed": self.shuffle_seed}
-        done = 0
+        epoch, done = self.train_sampler.epoch_in_progress, 0
         if self.trainer is not None:
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"seed": self.shuffle_seed, "epoch": self.train_sampler.epoch_in_progress,
-                "batches": int(done)}
+            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        if done >= len(self.train_sampler) // self.batch_size:  # the epoch is complete
+            epoch, done = epoch + 1, 0
+        return {"seed": self.shuffle_seed, "epoch": epoch, "batches": done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.shuffle_seed = int(state.get("seed", self.shuffle_seed))

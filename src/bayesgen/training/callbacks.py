@@ -119,16 +119,24 @@ class ExactResume(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         epoch_loop = trainer.fit_loop.epoch_loop
-        progress = epoch_loop.batch_progress.total
-        between_steps = progress.ready == progress.completed + 1 == progress.started + 1
-        saved = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
-        if not between_steps or saved is None:
-            return
-        for part in ("total", "current"):  # the next batch was fetched, not started
-            saved[part]["ready"] = saved[part]["started"] = saved[part]["completed"]
-        saved["is_last_batch"] = False
         checkpoint["callbacks"][self.state_key]["batches_that_stepped"] = \
             epoch_loop._batches_that_stepped
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        saved = loops.get("epoch_loop.batch_progress")
+        if saved is None:
+            return
+        progress = epoch_loop.batch_progress.total
+        if progress.ready == progress.completed + 1 == progress.started + 1:  # between steps
+            for part in ("total", "current"):  # the next batch was fetched, not started
+                saved[part]["ready"] = saved[part]["started"] = saved[part]["completed"]
+            saved["is_last_batch"] = False
+        epochs = loops.get("epoch_progress")
+        cut_short = epoch_loop.batch_progress.current.completed < trainer.num_training_batches
+        if trainer.fit_loop.done and cut_short and epochs is not None:
+            # training ended at max_steps in the middle of an epoch, which Lightning marks as
+            # finished; resuming with a larger max_steps continues that epoch instead
+            for part in ("total", "current"):
+                epochs[part]["processed"] = epochs[part]["completed"] = epochs[part]["started"] - 1
 
 
 class StopRequested(KeyboardInterrupt):

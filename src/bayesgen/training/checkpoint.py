@@ -237,9 +237,16 @@ def _plain(obj: Any, where: str, path: Path) -> Any:
 
 
 # ---- safe loading -------------------------------------------------------------------------
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue",
+                "In PyTorch", "Re-running")
+
+
 def _first_line(e: BaseException) -> str:
+    """The informative line of an error (torch's weights_only errors start with advice)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
+    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    text = (useful or lines or [type(e).__name__])[0]
+    return text.removeprefix("WeightsUnpickler error:").strip() or type(e).__name__
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -255,7 +262,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found:
             raise CheckpointError(
                 f"refusing to load {path}: it asks Python to call {found.group(1)}; bayesgen "
