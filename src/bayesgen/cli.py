@@ -353,6 +353,7 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     import torch
 
     from bayesgen.training.build import build_datamodule, load_checkpoint
+    from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.outputs import evaluate_bpd, write_json
 
     opts = parse_args(args, {"ckpt": str, "k": _int_or_inf, "n_steps": _int_or_inf,
@@ -385,7 +386,7 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
         m = evaluate_bpd(task, loader, eval_kwargs, repeats=opts.get("repeats", 1),
                          max_batches=opts.get("max_batches"), seed=opts.get("seed", 0))
     m |= {"split": split, "checkpoint": str(path)}
-    out = Path(opts.get("out", path.parent.parent / f"evaluate_{split}.json"))
+    out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
           f"{m['nats_per_dim']:.4f} ± {m['nats_per_dim_se']:.4f} nats/dim | "
@@ -407,6 +408,7 @@ samples.pt (the raw tensor) and samples.txt for text.
   seed=0, label=C (class-conditional), guidance=W (classifier-free guidance),
   frames=20, animation=gif|webp|none, out=DIR, device=cpu|cuda"""
     from bayesgen.training.build import load_checkpoint
+    from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.outputs import sample_labels, write_samples
 
     opts = parse_args(args, {"ckpt": str, "n": _positive_int, "k": _positive_int,
@@ -427,7 +429,7 @@ samples.pt (the raw tensor) and samples.txt for text.
         _set_guidance(task, opts["guidance"])
     n = opts.get("n", 64)
     dm_info = _data_info(cfg)
-    out = Path(opts.get("out", path.parent.parent / "samples"))
+    out = Path(opts.get("out", run_dir_of(path) / "samples"))
     paths = write_samples(task.method, dm_info, out, n=n, sample_kwargs=sample_kwargs,
                           model_kwargs=sample_labels(task, n, opts.get("label")),
                           frames=opts.get("frames", 20), animation=opts.get("animation", "gif"),
