@@ -47,7 +47,8 @@ TINY = ["data=digits", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
 # the runs that are killed: 30 steps over 3 epochs of 11 batches, validation (2 batches) every 7
 # steps, checkpoints every 4 (so kills land before, after and on validations and epoch ends)
 LONG = [*TINY, "trainer.max_steps=30", "trainer.val_check_interval=7",
-        "trainer.limit_val_batches=2", "checkpoint.every_n_train_steps=4"]
+        "trainer.limit_val_batches=2", "data.eval_batch_size=64",
+        "checkpoint.every_n_train_steps=4"]
 
 
 def _env(**extra) -> dict:
