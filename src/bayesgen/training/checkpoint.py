@@ -108,9 +108,9 @@ def _fail(tmp: Path, path: Path, e: BaseException) -> OutputWriteError:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` through ``write(file)`` atomically (see the module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies: 0644
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -140,9 +140,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path (same directory and suffix) for writers that take a file name; when
     the block ends without error it is fsynced and renamed to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
