@@ -77,6 +77,13 @@ class AppendingExperimentWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         """Lightning's version deletes ``metrics.csv``; here it is continued."""
 
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        try:
+            super().log_hparams(params)
+        except OSError as e:
+            raise OutputWriteError(f"could not write {self.log_dir}/hparams.yaml: "
+                                   f"{e.strerror or e}") from None
+
     def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
         for key, value in metrics_dict.items():
             v = value.item() if isinstance(value, Tensor) else value
