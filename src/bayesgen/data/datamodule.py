@@ -123,10 +123,14 @@ class DataModule(L.LightningDataModule):
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches"] * self.batch_size)
                 self._resume = None
+        # the loader's own generator seeds its workers: starting an iterator then draws
+        # nothing from the global RNG, whose stream a resumed run must continue exactly
+        generator = torch.Generator().manual_seed(self.shuffle_seed + (1 if train else 2))
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
+            generator=generator,
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
