@@ -308,8 +308,11 @@ def test_prepare_image_zip_from_class_folders(tmp_path):
     assert json.loads(zipfile.ZipFile(same).read("dataset.json"))["labels"][3][1] == 1
 
 
-def test_prepare_image_zip_from_cifar_tarball(tmp_path):
+def test_prepare_image_zip_from_cifar_tarball(tmp_path, monkeypatch):
     tgz, pixels = make_fake_cifar(tmp_path, per_batch=2)
+    with pytest.raises(DatasetNotFoundError, match="not the official CIFAR-10"):  # md5 first
+        prepare_image_zip(tgz, tmp_path / "cifar.zip", split="test", progress=False)
+    monkeypatch.setattr(images_module, "CIFAR10_TGZ_MD5", md5(tgz.read_bytes()))
     dest = prepare_image_zip(tgz, tmp_path / "cifar.zip", split="test", progress=False)
     train, val, test, info = build_datasets("image_zip", root=dest, val_size=0)
     assert len(train) == 2

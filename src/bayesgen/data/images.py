@@ -250,29 +250,62 @@ CIFAR10_CLASSES = (
 )  # fmt: skip
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numpy arrays) and nothing
+    else: a pickle naming any other global is refused rather than run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"a CIFAR-10 batch may not name {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle_batch(f) -> tuple[np.ndarray, np.ndarray]:
-    d = pickle.load(f, encoding="bytes")
+    d = _BatchUnpickler(f, encoding="bytes").load()
     data = d[b"data"] if b"data" in d else d["data"]
     labels = d[b"labels"] if b"labels" in d else d["labels"]
     return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
 
 
+def _verify_cifar10(path: Path, names: list[str]) -> None:
+    """The md5 of the official archive (or of each extracted batch), checked before anything
+    in it is unpickled."""
+    files = [(path / n, CIFAR10_BATCHES[n]) for n in names] if path.is_dir() else \
+        [(path, CIFAR10_TGZ_MD5)]
+    for file, expected in files:
+        got = md5_of_file(file)
+        if got != expected:
+            raise DatasetNotFoundError(
+                f"{file} is not the official CIFAR-10 python file (md5 {got}, expected "
+                f"{expected}); bayesgen reads only the official {CIFAR10_TGZ} from {CIFAR10_URL}")
+
+
 def read_cifar10(path: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels of the CIFAR-10 python version, from the
-    `cifar-10-python.tar.gz` archive or the extracted `cifar-10-batches-py` folder."""
+    `cifar-10-python.tar.gz` archive or the extracted `cifar-10-batches-py` folder, after
+    checking its md5 (the batches are pickles: only the official files are read)."""
     names = [n for n in CIFAR10_BATCHES if (n == "test_batch") == (split == "test")]
     parts = {}
     path = Path(path)
-    if path.is_dir():
-        for n in names:
-            with open(path / n, "rb") as f:
-                parts[n] = _unpickle_batch(f)
-    else:
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                n = PurePosixPath(member.name).name
-                if n in names:
-                    parts[n] = _unpickle_batch(tar.extractfile(member))
+    if path.is_dir() and not all((path / n).is_file() for n in names):
+        raise DatasetNotFoundError(f"{path} lacks the CIFAR-10 batches {names}")
+    _verify_cifar10(path, names)
+    try:
+        if path.is_dir():
+            for n in names:
+                with open(path / n, "rb") as f:
+                    parts[n] = _unpickle_batch(f)
+        else:
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    n = PurePosixPath(member.name).name
+                    if n in names:
+                        parts[n] = _unpickle_batch(tar.extractfile(member))
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, tarfile.TarError) as e:
+        raise DatasetNotFoundError(f"{path}: unreadable CIFAR-10 batch ({e})") from None
     missing = [n for n in names if n not in parts]
     if missing:
         raise DatasetNotFoundError(f"{path} lacks the CIFAR-10 batches {missing}")

@@ -1,12 +1,17 @@
 """Exponential moving average of the weights, on Lightning's WeightAveraging callback.
 
-Lightning swaps the averaged weights in for validation, saves them as the checkpoint's
-``state_dict`` (the raw weights under ``current_model_state``) and copies them into the model
-when training ends, so evaluation and sampling from any checkpoint use the EMA weights.
+Lightning swaps the averaged weights in for validation and saves them as the checkpoint's
+``state_dict`` (the raw weights under ``current_model_state``), so evaluation and sampling from
+any checkpoint use the EMA weights. This subclass remembers whether the two are swapped, so a
+checkpoint written while they are (during validation, or after training, when the model holds
+the EMA) still has the EMA in ``state_dict`` and the raw weights in ``current_model_state``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
@@ -20,6 +25,7 @@ class EMA(WeightAveraging):
             raise ValueError(f"ema.decay must lie in [0, 1), got {decay}")
         self.max_decay, self.warmup_steps, self.power = decay, warmup_steps, power
         super().__init__(use_buffers=True, avg_fn=self.average)
+        self.swapped = False  # True while the model holds the EMA and the average the raw weights
 
     def decay_at(self, step: Tensor) -> Tensor:
         """The decay for the ``step``-th update (1-based)."""
@@ -30,3 +36,20 @@ class EMA(WeightAveraging):
     def average(self, averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
         decay = self.decay_at(num_averaged + 1).to(averaged.dtype)
         return decay * averaged + (1 - decay) * current
+
+    def _swap_models(self, pl_module: L.LightningModule) -> None:
+        super()._swap_models(pl_module)
+        self.swapped = not self.swapped
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The model takes the EMA weights (for the outputs written after training); the raw
+        ones stay in the average's place, so a checkpoint written now still holds both."""
+        if self._average_model is not None and not self.swapped:
+            self._swap_models(pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self.swapped and "current_model_state" in checkpoint:
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"], checkpoint["state_dict"])

@@ -2,6 +2,10 @@
 
 A method is any module with ``train_loss(x, **model_kwargs) -> (B,)`` and
 ``elbo(x, **eval_kwargs, **model_kwargs) -> tuple`` whose second entry is bits per dimension.
+
+Non-finite guard: a NaN or infinite training loss or gradient norm stops training with a
+`NonFiniteError` naming the step and the quantity, before the optimizer step, so the weights
+stay finite; ``skip_nonfinite=N`` skips up to N such batches instead (each one reported).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+
+from bayesgen.training.checkpoint import NonFiniteError, config_to_text
 
 
 class GenerativeTask(L.LightningModule):
@@ -34,6 +40,7 @@ class GenerativeTask(L.LightningModule):
         label_dropout: float = 0.0,
         compile: bool = False,
         config: dict | None = None,
+        skip_nonfinite: int = 0,
     ):
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -47,6 +54,7 @@ class GenerativeTask(L.LightningModule):
         self.num_labels, self.label_dropout = num_labels, label_dropout
         self.compile = compile
         self.config = config or {}
+        self.skip_nonfinite, self.skipped_nonfinite = skip_nonfinite, 0
         self._compiled_loss = None
         # means over every evaluated example, summed across ranks (Lightning's sync_dist of a
         # batch-size-weighted mean truncates the summed example counts to integers)
@@ -77,11 +85,50 @@ class GenerativeTask(L.LightningModule):
         fn = self._compiled_loss or self.method.train_loss
         return fn(x, **kwargs)
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         x, y = batch  # the loss is averaged in float32, also under bf16-mixed autocast
-        loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+        try:
+            loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+        except ValueError as e:  # torch.distributions refusing NaN parameters
+            if "invalid values" not in str(e):
+                raise
+            raise NonFiniteError(f"non-finite values inside {type(self.method).__name__}."
+                                 f"train_loss at step {self.global_step} "
+                                 f"({str(e).splitlines()[0]})") from None
+        if self._nonfinite(loss, "training loss"):
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """The guard on the gradient norm (before clipping); under fp16 mixed precision the
+        gradient scaler handles infinite gradients itself."""
+        if self._trainer is not None and "16-mixed" == str(self.trainer.precision):
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        if self._nonfinite(norm, "gradient norm"):
+            optimizer.zero_grad(set_to_none=True)  # the optimizer step updates nothing
+
+    def _nonfinite(self, value: Tensor, quantity: str) -> bool:
+        """Whether ``value`` is NaN/inf on any rank: raises unless a skip is left."""
+        bad = not bool(torch.isfinite(value.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return False
+        where = f"non-finite {quantity} ({value.detach().float().cpu().item():g}) at step " \
+                f"{self.global_step}"
+        if self.skipped_nonfinite >= self.skip_nonfinite:
+            raise NonFiniteError(where)
+        self.skipped_nonfinite += 1
+        if self.global_rank == 0:
+            print(f"{where}: batch skipped ({self.skipped_nonfinite} of "
+                  f"trainer.skip_nonfinite={self.skip_nonfinite})", flush=True)
+        return True
 
     def _evaluate(self, batch, split: str) -> None:
         x, y = batch
@@ -131,4 +178,8 @@ class GenerativeTask(L.LightningModule):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["bayesgen_config"] = self.config
+        checkpoint["bayesgen_config"] = config_to_text(self.config)  # YAML: plain text
+        checkpoint["bayesgen_skipped_nonfinite"] = self.skipped_nonfinite
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_nonfinite = int(checkpoint.get("bayesgen_skipped_nonfinite", 0))
