@@ -29,6 +29,7 @@ from bayesgen.data.info import (
     DatasetInfo,
     DatasetNotFoundError,
     DataSource,
+    bfn_split,
     download_dir,
     download_or_explain,
     fetch,
@@ -212,7 +213,9 @@ class FashionMNISTData(MNISTData):
 class BinarizedMNISTData(MNISTData):
     """Dynamically binarized MNIST (BFN): pixels ~ Bernoulli(p/255) afresh at every access,
     int64 in {0, 1}; split 99%/1% of train (59,400/600) + the 10k test images.
-    `soft=True` gives the probabilities p/255 as float32 instead."""
+    `soft=True` gives the probabilities p/255 as float32 instead. `bfn_split=True` holds out
+    the very 600 images BFN's official code does (`bfn_split`), else `val_size` at `split_seed`.
+    """
 
     name = "binarized_mnist"
 
@@ -223,16 +226,18 @@ class BinarizedMNISTData(MNISTData):
         split_seed: int = 0,
         soft: bool = False,
         download: bool = True,
+        bfn_split: bool = False,
     ):
         super().__init__(root, val_size, split_seed, None, download)
-        self.soft = soft
+        self.soft, self.bfn_split = soft, bfn_split
         self.info = DatasetInfo(
             name=self.name, data_shape=(1, 28, 28), kind="image", num_classes=2, num_labels=10
         )
 
     def load(self):
         train_x, train_y, test_x, test_y = self._arrays()
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (bfn_split(len(train_x)) if self.bfn_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             BinarizedImages(train_x[train], train_y[train], self.soft),
             BinarizedImages(train_x[val], train_y[val], self.soft),
@@ -282,7 +287,8 @@ def read_cifar10(path: str | os.PathLike, split: str = "train") -> tuple[np.ndar
 
 class CIFAR10Data(DataSource):
     """CIFAR-10 (3, 32, 32) in [−1, 1] (or bin centres with `num_bins`, e.g. 16), labels 0–9;
-    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random."""
+    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random.
+    `bfn_split=True`: train 49,500 / val 500, the very split of BFN's official code."""
 
     folder = "cifar10"
 
@@ -294,9 +300,11 @@ class CIFAR10Data(DataSource):
         num_bins: int | None = None,
         hflip: bool = False,
         download: bool = True,
+        bfn_split: bool = False,
     ):
         self.root, self.val_size, self.split_seed = root, val_size, split_seed
         self.num_bins, self.hflip, self.download = num_bins, hflip, download
+        self.bfn_split = bfn_split
         self.info = DatasetInfo(
             name="cifar10", data_shape=(3, 32, 32), kind="image", num_labels=10,
             num_bins=num_bins or 256,
@@ -333,7 +341,8 @@ class CIFAR10Data(DataSource):
     def load(self):
         path = self._locate()
         (train_x, train_y), (test_x, test_y) = (read_cifar10(path, s) for s in ("train", "test"))
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (bfn_split(len(train_x)) if self.bfn_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             ImageTensors(train_x[train], train_y[train], self.num_bins, self.hflip),
             ImageTensors(train_x[val], train_y[val], self.num_bins),

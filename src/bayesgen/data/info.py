@@ -142,6 +142,20 @@ def md5_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+BFN_SPLIT_SEED = 2147483647  # the seed of BFN's official train/val split (data.py)
+
+
+def bfn_split(n: int, val_frac: float = 0.01) -> list[torch.Tensor]:
+    """(val, train) indices, sorted, exactly as BFN's official code splits a training set:
+    ``torch.utils.data.random_split`` into fractions [1 − val_frac, val_frac] with a generator
+    seeded 2147483647 (train first). CIFAR-10: 49,500 / 500; MNIST: 59,400 / 600."""
+    from torch.utils.data import random_split
+
+    generator = torch.Generator().manual_seed(BFN_SPLIT_SEED)
+    train, val = random_split(range(n), [1.0 - val_frac, val_frac], generator=generator)
+    return [torch.tensor(sorted(val.indices)), torch.tensor(sorted(train.indices))]
+
+
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
     """A fixed-seed random partition of range(n): the first parts have `sizes`, the last the rest.
 
