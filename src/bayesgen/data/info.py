@@ -142,17 +142,24 @@ def md5_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-BFN_SPLIT_SEED = 2147483647  # the seed of BFN's official train/val split (data.py)
+# (train fraction, generator seed) of the references' torch random_split of a training set:
+# BFN's official data.py (CIFAR-10, MNIST: 99%/1%) and BSI's CIFAR-10 data module (90%/10%)
+REFERENCE_SPLITS = {"bfn": (0.99, 2147483647), "bsi": (0.9, 11812925458092569678)}
 
 
-def bfn_split(n: int, val_frac: float = 0.01) -> list[torch.Tensor]:
-    """(val, train) indices, sorted, exactly as BFN's official code splits a training set:
-    ``torch.utils.data.random_split`` into fractions [1 − val_frac, val_frac] with a generator
-    seeded 2147483647 (train first). CIFAR-10: 49,500 / 500; MNIST: 59,400 / 600."""
+def reference_split(n: int, reference: str) -> list[torch.Tensor]:
+    """(val, train) indices, sorted, exactly as a reference splits a training set of n items:
+    ``torch.utils.data.random_split(range(n), [f, 1 − f], generator seeded s)`` (train first)
+    with (f, s) from ``REFERENCE_SPLITS``. "bfn": CIFAR-10 49,500 / 500, MNIST 59,400 / 600;
+    "bsi": CIFAR-10 45,000 / 5,000."""
     from torch.utils.data import random_split
 
-    generator = torch.Generator().manual_seed(BFN_SPLIT_SEED)
-    train, val = random_split(range(n), [1.0 - val_frac, val_frac], generator=generator)
+    if reference not in REFERENCE_SPLITS:
+        raise ValueError(f"reference_split must be one of {sorted(REFERENCE_SPLITS)} or null, "
+                         f"got {reference!r}")
+    frac, seed = REFERENCE_SPLITS[reference]
+    generator = torch.Generator().manual_seed(seed)
+    train, val = random_split(range(n), [frac, 1.0 - frac], generator=generator)
     return [torch.tensor(sorted(val.indices)), torch.tensor(sorted(train.indices))]
 
 
