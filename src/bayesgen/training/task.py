@@ -51,6 +51,7 @@ class GenerativeTask(L.LightningModule):
         label_dropout: float = 0.0,
         compile: bool = False,
         config: dict | None = None,
+        augment: nn.Module | None = None,
     ):
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -64,6 +65,7 @@ class GenerativeTask(L.LightningModule):
         self.num_labels, self.label_dropout = num_labels, label_dropout
         self.compile = compile
         self.config = config or {}
+        self.augment = augment  # images -> (images, augment_labels) for the net, in training
         self._compiled_loss = None
         # means over every evaluated example, summed across ranks (Lightning's sync_dist of a
         # batch-size-weighted mean truncates the summed example counts to integers)
@@ -96,7 +98,10 @@ class GenerativeTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch  # the loss is averaged in float32, also under bf16-mixed autocast
-        loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+        kwargs = self.model_kwargs(y, train=True)
+        if self.augment is not None:
+            x, kwargs["augment_labels"] = self.augment(x)
+        loss = self.train_loss(x, **kwargs).float().mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
