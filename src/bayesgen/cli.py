@@ -376,6 +376,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
   samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
+  receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
+                 the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
   repeats=N      estimates averaged per example (default 1)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
     import torch
@@ -389,11 +391,18 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
                              "device": str, "rtol": float, "atol": float,
-                             "n_probes": _positive_int, "solver": str}, required=["ckpt"])
+                             "n_probes": _positive_int, "solver": str, "receiver": str},
+                      required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
+    if opts.get("receiver", "joint") not in ("per_coordinate", "joint"):
+        raise UsageError("receiver must be 'per_coordinate' or 'joint'")
     cfg, task, path = load_checkpoint(opts["ckpt"])
     task.to(_device(opts.get("device")))
+    if "receiver" in opts:
+        if getattr(task.method, "kind", None) != "discrete":
+            raise UsageError(f"receiver= applies to discrete BFN only, not {cfg.method._target_}")
+        task.method.per_coordinate_receiver = opts["receiver"] == "per_coordinate"
     elbo = task.method.elbo
     eval_kwargs = dict(task.eval_kwargs)
     for key, targets in (("k", ["k"]), ("n_steps", ["n_steps"]),
@@ -414,6 +423,9 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
         m = evaluate_bpd(task, loader, eval_kwargs, repeats=opts.get("repeats", 1),
                          max_batches=opts.get("max_batches"), seed=opts.get("seed", 0))
     m |= {"split": split, "checkpoint": str(path)}
+    if getattr(task.method, "kind", None) == "discrete" and eval_kwargs.get("n_steps"):
+        m["receiver"] = "per_coordinate" if task.method.per_coordinate_receiver else "joint"
+        eval_kwargs["receiver"] = m["receiver"]
     out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
