@@ -291,6 +291,7 @@ def test_bad_config(row: Row, request, tmp_path, capsys, one_thread):
 
 
 @pytest.mark.faults
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_bad_config_full_table(row: Row, request, tmp_path, capsys, one_thread):
     check(row, request, tmp_path, capsys)

@@ -225,6 +225,7 @@ def test_bad_input(case: Case, one_thread):
 
 
 @pytest.mark.faults
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input_full_table(case: Case, one_thread):
     check(case)

@@ -578,7 +578,7 @@ def cmd_roundtrip_mse(args: list[str]) -> int:
 
 Roundtrip error data -> latents -> data (calc_roundtrip_mse.py) over n examples drawn at random
 (seed) from the split, in batches. Images: MSE on the 0–255 scale of the PNG pixels
-(quantized, difference in float — the reference's uint8 subtraction wraps around), averaged
+(quantized, difference in float — the reference squares in uint8, d² mod 256), averaged
 over samples and dimensions; also unquantized. Toys/flat data: relative error
 ‖x − x'‖/‖x‖ (mean, median, max) and the MSE. Writes a JSON of all parameters and results
 (OUT/{data}_{schedule}_roundtrip_mse.json) and prints the network evaluations.

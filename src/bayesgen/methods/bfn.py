@@ -196,6 +196,7 @@ class BFN(nn.Module):
         beta_1: float = 1.0,
         per_coordinate_receiver: bool = False,
         low_discrepancy_sampling: bool = True,
+        train_loss_ln_sigma: bool = True,
     ):
         super().__init__()
         if kind not in ("continuous", "discretized", "discrete"):
@@ -225,22 +226,27 @@ class BFN(nn.Module):
         self.beta_1 = float(beta_1)
         self.per_coordinate_receiver = per_coordinate_receiver
         self.low_discrepancy_sampling = low_discrepancy_sampling
+        self.train_loss_ln_sigma = train_loss_ln_sigma
 
     @classmethod
     def continuous(cls, model: Callable[..., Tensor], data_shape: Sequence[int],
                    sigma_1: float = 1e-3, parameterization: Literal["eps", "x"] = "eps",
                    recon_num_bins: int | None = None, recon_std: float | None = None,
-                   low_discrepancy_sampling: bool = True) -> BFN:
+                   low_discrepancy_sampling: bool = True,
+                   train_loss_ln_sigma: bool = True) -> BFN:
         """Continuous data in [−1, 1]; σ1 is the flow's final std (official min_variance = σ1²).
 
         The reconstruction loss is −ln N(x | x̂, σ1²); with ``recon_num_bins`` it is the
         Gaussian N(x̂, recon_std²) (recon_std defaults to σ1) discretized into that many bins, as
         the official "continuous" CIFAR-10 configs evaluate it (256 bins and std σ1 for
-        σ1² = 1e-6; 16 bins and std 0.7·σ1 for σ1² = 1e-3).
+        σ1² = 1e-6; 16 bins and std 0.7·σ1 for σ1² = 1e-3). ``train_loss_ln_sigma=False``
+        drops the constant factor −ln σ1 of L∞ from ``train_loss`` (the BSI repository's BFN
+        baseline; it matters where gradients are clipped).
         """
         return cls(model, data_shape, "continuous", sigma_1=sigma_1,
                    parameterization=parameterization, recon_num_bins=recon_num_bins,
-                   recon_std=recon_std, low_discrepancy_sampling=low_discrepancy_sampling)
+                   recon_std=recon_std, low_discrepancy_sampling=low_discrepancy_sampling,
+                   train_loss_ln_sigma=train_loss_ln_sigma)
 
     @classmethod
     def discretized(cls, model: Callable[..., Tensor], data_shape: Sequence[int],
@@ -367,8 +373,12 @@ class BFN(nn.Module):
 
     # ---- losses (nats per example, summed over dimensions) ---------------------------------------
     def train_loss(self, x: Tensor, generator=None, **model_kwargs) -> Float[Tensor, " B"]:
-        """L∞(x) / D with t ~ U(0, 1): the continuous-time loss in nats per dimension."""
-        return self.continuous_loss(x, generator=generator, **model_kwargs) / self.data_dim
+        """L∞(x) / D with t ~ U(0, 1): the continuous-time loss in nats per dimension; divided
+        by −ln σ1 (σ1^(−2t)·mean squared error) when ``train_loss_ln_sigma`` is off."""
+        loss = self.continuous_loss(x, generator=generator, **model_kwargs) / self.data_dim
+        if not self.train_loss_ln_sigma and self.kind != "discrete":
+            loss = loss / -math.log(self.sigma_1)
+        return loss
 
     def continuous_loss(self, x: Tensor, t: Tensor | None = None, generator=None,
                         **model_kwargs) -> Float[Tensor, " B"]:
