@@ -184,6 +184,7 @@ METHOD_KINDS = {
     "bayesgen.methods.bfn.BFN.discretized": "bfn_discretized",
     "bayesgen.methods.bfn.BFN.discrete": "bfn_discrete",
     "bayesgen.methods.inflationary.InflationaryFlow.from_data": "if",
+    "bayesgen.methods.vdm.VDM": "vdm",
 }
 
 
@@ -509,7 +510,7 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
                           "(unbounded); use method=bsi or method=if")
     if kind == "bfn_discretized" and cfg.method.get("num_bins") == "auto" and not info.num_bins:
         raise ConfigError(f"method.num_bins=auto but {data} has no bins; set method.num_bins")
-    if kind == "bsi":
+    if kind in ("bsi", "vdm"):
         _check_discretization(cfg.method.get("discretization"), info, data)
     if cfg.conditional.get("enabled") and not info.num_labels:
         raise ConfigError(f"conditional.enabled=true but {data} has no class labels; set "
