@@ -29,8 +29,8 @@ TINY_IF = ["experiment=circles-if-prp", "net.hidden=16", "net.depth=1", "trainer
            "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
            "checkpoint.every_n_train_steps=2", "optim.warmup_steps=1", "sample.n=4",
            "sample.frames=2", "sample.animation=none", "evaluate.max_batches=1",
-           "data.batch_size=64", "data.eval_batch_size=64", "+data.n_train=256",
-           "+data.n_val=64", "+data.n_test=64"]
+           "data.batch_size=64", "data.eval_batch_size=64", "++data.n_train=256",
+           "++data.n_val=64", "++data.n_test=64"]
 DISC_256 = "{_target_:bayesgen.methods.bsi.Discretization,min:-1,max:1,k:256}"
 GPU = torch.cuda.is_available()
 SRUN = shutil.which("srun") is not None
