@@ -29,7 +29,7 @@ test: $(STAMP)
 # every fault-injection test, the slow ones (kill -9 at many points, signals, a full tmpfs,
 # concurrent runs) included; `make test` runs the fast subset
 test-faults: $(STAMP)
-	$(VENV)/bin/pytest -q -m faults tests/test_faults.py
+	$(VENV)/bin/pytest -q -m faults
 
 # Speed benchmarks (about 5 minutes on 2 CPU cores) plus short smoke runs of the two real-data
 # checks; their full runs: `$(PY) benchmarks/bench_bfn_mnist.py --minutes 30` and

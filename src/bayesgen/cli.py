@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line (``bayesgen: error: ...``), exit
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -64,6 +65,13 @@ def _int_or_inf(value: str) -> int | None:
     return n
 
 
+def _finite_float(value: str) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n <= 0:
@@ -83,9 +91,12 @@ Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, sa
 sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
     if any(a in ("-m", "--multirun") for a in args):
         return _hydra_main(args)
-    from bayesgen.training.build import compose_config
+    from bayesgen.training.validate import check_resume_overrides, compose_checked, validate_config
 
-    cfg = _compose_with_resume(args, compose_config)
+    if any(a.startswith("from_ckpt=") for a in args):
+        check_resume_overrides([a for a in args if not a.startswith("from_ckpt=")])
+    cfg = _compose_with_resume(args, compose_checked)
+    validate_config(cfg, args)  # types, ranges, data/method/net: before any work starts
     run_training(cfg)
     return 0
 
@@ -134,13 +145,30 @@ def _compose_with_resume(args: list[str], compose):
 
 
 def _hydra_main(args: list[str]) -> int:
-    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point."""
+    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point. The launcher and every
+    swept value are checked before anything is launched."""
     import hydra
+
+    from bayesgen.training.validate import (
+        check_launcher,
+        compose_checked,
+        sweep_configs,
+        validate_config,
+    )
+
+    check_launcher(args)
+    for overrides in sweep_configs([a for a in args if a not in ("-m", "--multirun")]):
+        validate_config(compose_checked(overrides), overrides)
 
     @hydra.main(config_path="conf", config_name="config", version_base=None)
     def main(cfg):
         from hydra.core.hydra_config import HydraConfig
 
+        try:
+            validate_config(cfg)
+        except ValueError as e:  # Hydra would print a traceback
+            print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
+            raise SystemExit(2) from None
         run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
 
     sys.argv = ["bayesgen-train", *args]
@@ -348,6 +376,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
   samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
+  receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
+                 the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
   repeats=N      estimates averaged per example (default 1)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
     import torch
@@ -361,11 +391,18 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
                              "device": str, "rtol": float, "atol": float,
-                             "n_probes": _positive_int, "solver": str}, required=["ckpt"])
+                             "n_probes": _positive_int, "solver": str, "receiver": str},
+                      required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
+    if opts.get("receiver", "joint") not in ("per_coordinate", "joint"):
+        raise UsageError("receiver must be 'per_coordinate' or 'joint'")
     cfg, task, path = load_checkpoint(opts["ckpt"])
     task.to(_device(opts.get("device")))
+    if "receiver" in opts:
+        if getattr(task.method, "kind", None) != "discrete":
+            raise UsageError(f"receiver= applies to discrete BFN only, not {cfg.method._target_}")
+        task.method.per_coordinate_receiver = opts["receiver"] == "per_coordinate"
     elbo = task.method.elbo
     eval_kwargs = dict(task.eval_kwargs)
     for key, targets in (("k", ["k"]), ("n_steps", ["n_steps"]),
@@ -386,6 +423,9 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
         m = evaluate_bpd(task, loader, eval_kwargs, repeats=opts.get("repeats", 1),
                          max_batches=opts.get("max_batches"), seed=opts.get("seed", 0))
     m |= {"split": split, "checkpoint": str(path)}
+    if getattr(task.method, "kind", None) == "discrete" and eval_kwargs.get("n_steps"):
+        m["receiver"] = "per_coordinate" if task.method.per_coordinate_receiver else "joint"
+        eval_kwargs["receiver"] = m["receiver"]
     out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
@@ -413,7 +453,7 @@ samples.pt (the raw tensor) and samples.txt for text.
 
     opts = parse_args(args, {"ckpt": str, "n": _positive_int, "k": _positive_int,
                              "n_steps": _positive_int, "out": str, "seed": int, "label": int,
-                             "guidance": float, "schedule": str, "frames": _positive_int,
+                             "guidance": _finite_float, "schedule": str, "frames": _positive_int,
                              "animation": str, "device": str}, required=["ckpt"])
     if opts.get("animation", "gif") not in ("gif", "webp", "none"):
         raise UsageError("animation must be gif, webp or none")
@@ -427,6 +467,8 @@ samples.pt (the raw tensor) and samples.txt for text.
             sample_kwargs[key] = opts[key]
     if "guidance" in opts:
         _set_guidance(task, opts["guidance"])
+    if "label" in opts:
+        _check_label(task, opts["label"])
     n = opts.get("n", 64)
     dm_info = _data_info(cfg)
     out = Path(opts.get("out", run_dir_of(path) / "samples"))
@@ -442,6 +484,14 @@ samples.pt (the raw tensor) and samples.txt for text.
     if "text" in paths:
         print(paths["text"].read_text()[:1000])
     return 0
+
+
+def _check_label(task, label: int) -> None:
+    if not task.num_labels:
+        raise UsageError("label= needs a class-conditional model (conditional.enabled=true)")
+    if not 0 <= label < task.num_labels:
+        raise UsageError(f"label={label} is not a class of this model; it has {task.num_labels} "
+                         f"classes: label=0 … {task.num_labels - 1}")
 
 
 def _set_guidance(task, scale: float) -> None:
@@ -463,11 +513,24 @@ def _data_info(cfg):
 
 
 def _device(name: str | None):
+    """The device named by ``device=`` (checked to exist here), else cuda when there is one."""
     import torch
 
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device={name} is not a device; use device=cpu or device=cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={name} but this machine has no CUDA GPU "
+                         "(torch.cuda.is_available() is False); use device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA "
+                         "GPU(s); use device=cuda:0")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"device={name} is not supported here; use device=cpu or device=cuda")
+    return device
 
 
 def _fmt(kwargs: dict) -> str:
@@ -482,9 +545,11 @@ Print the parameter count of a configuration as JSON, built on the meta device (
 e.g. `bayesgen info experiment=cifar10-bsi`."""
     import torch
 
-    from bayesgen.training.build import build_datamodule, build_method, compose_config
+    from bayesgen.training.build import build_datamodule, build_method
+    from bayesgen.training.validate import compose_checked, validate_config
 
-    cfg = compose_config(args)
+    cfg = compose_checked(args)
+    validate_config(cfg, args)
     if cfg.method.get("data") == "auto":  # statistics fitted to data (IF's PCA) are buffers,
         cfg.method.data = None            # not parameters: placeholders size the same net
     dm = build_datamodule(cfg)
@@ -681,9 +746,11 @@ def _quiet_lightning() -> None:
 
 def _is_user_error(e: BaseException) -> bool:
     from hydra.errors import HydraException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError)
+    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError,
+            MisconfigurationException)
     try:
         from bayesgen.data import DatasetNotFoundError
         user += (DatasetNotFoundError,)

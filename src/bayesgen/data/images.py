@@ -33,6 +33,7 @@ from bayesgen.data.info import (
     download_or_explain,
     fetch,
     md5_of_file,
+    reference_split,
     search_dirs,
     split_indices,
 )
@@ -212,7 +213,9 @@ class FashionMNISTData(MNISTData):
 class BinarizedMNISTData(MNISTData):
     """Dynamically binarized MNIST (BFN): pixels ~ Bernoulli(p/255) afresh at every access,
     int64 in {0, 1}; split 99%/1% of train (59,400/600) + the 10k test images.
-    `soft=True` gives the probabilities p/255 as float32 instead."""
+    `soft=True` gives the probabilities p/255 as float32 instead. `reference_split="bfn"`
+    holds out the very 600 images BFN's official code does, else `val_size` at `split_seed`.
+    """
 
     name = "binarized_mnist"
 
@@ -223,16 +226,19 @@ class BinarizedMNISTData(MNISTData):
         split_seed: int = 0,
         soft: bool = False,
         download: bool = True,
+        reference_split: str | None = None,
     ):
         super().__init__(root, val_size, split_seed, None, download)
-        self.soft = soft
+        self.soft, self.reference_split = soft, reference_split
         self.info = DatasetInfo(
             name=self.name, data_shape=(1, 28, 28), kind="image", num_classes=2, num_labels=10
         )
 
     def load(self):
         train_x, train_y, test_x, test_y = self._arrays()
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (reference_split(len(train_x), self.reference_split)
+                      if self.reference_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             BinarizedImages(train_x[train], train_y[train], self.soft),
             BinarizedImages(train_x[val], train_y[val], self.soft),
@@ -315,7 +321,9 @@ def read_cifar10(path: str | os.PathLike, split: str = "train") -> tuple[np.ndar
 
 class CIFAR10Data(DataSource):
     """CIFAR-10 (3, 32, 32) in [−1, 1] (or bin centres with `num_bins`, e.g. 16), labels 0–9;
-    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random."""
+    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random.
+    `reference_split`: the very split of a reference's code, "bfn" (train 49,500 / val 500) or
+    "bsi" (45,000 / 5,000), instead of `val_size` at `split_seed`."""
 
     folder = "cifar10"
 
@@ -327,9 +335,11 @@ class CIFAR10Data(DataSource):
         num_bins: int | None = None,
         hflip: bool = False,
         download: bool = True,
+        reference_split: str | None = None,
     ):
         self.root, self.val_size, self.split_seed = root, val_size, split_seed
         self.num_bins, self.hflip, self.download = num_bins, hflip, download
+        self.reference_split = reference_split
         self.info = DatasetInfo(
             name="cifar10", data_shape=(3, 32, 32), kind="image", num_labels=10,
             num_bins=num_bins or 256,
@@ -366,7 +376,9 @@ class CIFAR10Data(DataSource):
     def load(self):
         path = self._locate()
         (train_x, train_y), (test_x, test_y) = (read_cifar10(path, s) for s in ("train", "test"))
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (reference_split(len(train_x), self.reference_split)
+                      if self.reference_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             ImageTensors(train_x[train], train_y[train], self.num_bins, self.hflip),
             ImageTensors(train_x[val], train_y[val], self.num_bins),

@@ -103,9 +103,26 @@ def build_method(cfg: DictConfig, dm) -> nn.Module:
     return target(model=net, data_shape=tuple(info.data_shape), **kwargs)
 
 
+def build_augment(cfg: DictConfig) -> nn.Module | None:
+    """The training-time augmentation pipeline of ``cfg.augment`` (None when unset); the
+    network must take its labels (``augment_labels``, e.g. SongUNet's ``augment_dim``)."""
+    if not cfg.get("augment"):
+        return None
+    forward = get_class(cfg.net._target_).forward
+    if "augment_labels" not in inspect.signature(forward).parameters:
+        raise ConfigError(f"augment=… needs a network that takes augment_labels; "
+                          f"{cfg.net._target_} does not (use net=ddpmpp with net.augment_dim)")
+    return instantiate(cfg.augment)
+
+
 def build_task(cfg: DictConfig, dm) -> GenerativeTask:
     info = dm.info
     method = build_method(cfg, dm)
+    augment = build_augment(cfg)
+    if augment is not None and cfg.net.get("augment_dim", 0) != augment.label_dim:
+        raise ConfigError(f"augment gives {augment.label_dim} labels but net.augment_dim is "
+                          f"{cfg.net.get('augment_dim', 0)}; set net.augment_dim="
+                          f"{augment.label_dim}")
     return GenerativeTask(
         method,
         **OmegaConf.to_container(cfg.optim)
@@ -116,6 +133,7 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
         label_dropout=cfg.conditional.label_dropout,
         compile=cfg.compile,
         config=OmegaConf.to_container(cfg, resolve=True),
+        augment=augment,
     )
 
 
@@ -136,7 +154,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
                        "cannot average sharded weights, so checkpoints and ema.safetensors hold "
                        "the raw weights. Set ema.enabled=false to silence this warning.")
     elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
-        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
+        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
+                       cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
     loggers = [AppendingCSVLogger(run_dir, name="logs", version=""),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
     return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers,

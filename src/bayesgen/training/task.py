@@ -20,6 +20,23 @@ from torchmetrics import MeanMetric
 
 from bayesgen.training.checkpoint import NonFiniteError, config_to_text
 
+DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def weight_decay_groups(module: nn.Module, only_layer_weights: bool) -> tuple[list, list]:
+    """(decayed, not decayed) trainable parameters. With ``only_layer_weights`` only the
+    weights of linear and convolution layers decay — biases, norms, embeddings and free
+    parameters do not (nanoGPT's groups, which BFN's official text8 run uses); else all decay."""
+    decay, no_decay, seen = [], [], set()
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            layer_weight = name == "weight" and isinstance(m, DECAYED_LAYERS)
+            (decay if layer_weight or not only_layer_weights else no_decay).append(p)
+    return decay, no_decay
+
 
 class GenerativeTask(L.LightningModule):
     """Trains ``method.train_loss``; validates and tests with ``method.elbo`` (bits/dim)."""
@@ -41,6 +58,7 @@ class GenerativeTask(L.LightningModule):
         compile: bool = False,
         config: dict | None = None,
         skip_nonfinite: int = 0,
+        augment: nn.Module | None = None,
     ):
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -55,6 +73,7 @@ class GenerativeTask(L.LightningModule):
         self.compile = compile
         self.config = config or {}
         self.skip_nonfinite, self.skipped_nonfinite = skip_nonfinite, 0
+        self.augment = augment  # images -> (images, augment_labels) for the net, in training
         self._compiled_loss = None
         # means over every evaluated example, summed across ranks (Lightning's sync_dist of a
         # batch-size-weighted mean truncates the summed example counts to integers)
@@ -87,8 +106,11 @@ class GenerativeTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         x, y = batch  # the loss is averaged in float32, also under bf16-mixed autocast
+        kwargs = self.model_kwargs(y, train=True)
+        if self.augment is not None:
+            x, kwargs["augment_labels"] = self.augment(x)
         try:
-            loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+            loss = self.train_loss(x, **kwargs).float().mean()
         except ValueError as e:  # torch.distributions refusing NaN parameters
             if "invalid values" not in str(e):
                 raise
@@ -150,13 +172,7 @@ class GenerativeTask(L.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.method.named_parameters():
-            if not p.requires_grad:
-                continue
-            skip = self.no_decay_on_norms_and_biases and (
-                p.ndim < 2 or "norm" in name.lower() or "emb" in name.lower())
-            (no_decay if skip else decay).append(p)
+        decay, no_decay = weight_decay_groups(self.method, self.no_decay_on_norms_and_biases)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=self.fused)
