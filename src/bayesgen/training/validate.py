@@ -158,6 +158,7 @@ SCHEMA: dict[str, Key] = {
     "trainer.check_val_every_n_epoch": Key(int, min=1, optional=True),
     "trainer.limit_val_batches": Key(float, min=0, check=_fraction_or_count),
     "trainer.log_every_n_steps": Key(int, min=1),
+    "trainer.skip_nonfinite": Key(int, min=0, hint="batches with a NaN/inf loss to skip"),
     "trainer.num_sanity_val_steps": Key(int, min=-1),
     "trainer.accumulate_grad_batches": Key(int, min=1),
     "trainer.gradient_clip_val": Key(float, min=0, optional=True),
