@@ -322,7 +322,23 @@ def test_a_diverging_run_stops_at_the_first_non_finite_value(method, tmp_path, c
     assert "nan" not in rows and "inf" not in rows
 
 
-class NaNBatches(Callback):
+class NaNLoss(Callback):
+    """Makes the training loss NaN at the given steps (as a diverging model would)."""
+
+    def __init__(self, steps):
+        self.steps = set(steps)
+
+    def on_fit_start(self, trainer, pl_module):
+        method, train_loss = pl_module.method, pl_module.method.train_loss
+
+        def poisoned(x, **kwargs):
+            loss = train_loss(x, **kwargs)
+            return loss * float("nan") if trainer.global_step in self.steps else loss
+
+        method.train_loss = poisoned
+
+
+class NaNData(Callback):
     """Puts a NaN into the training batches of the given steps."""
 
     def __init__(self, steps):
@@ -333,17 +349,20 @@ class NaNBatches(Callback):
             batch[0][0] = float("nan")
 
 
-@pytest.mark.parametrize("allowed, bad_steps, ok", [(2, [2, 4], True), (1, [2, 4], False)])
-def test_skip_nonfinite_skips_up_to_n_batches(allowed, bad_steps, ok, tmp_path, capsys):
+@pytest.mark.parametrize("poison", [NaNLoss, NaNData])
+@pytest.mark.parametrize("allowed, ok", [(2, True), (1, False)])
+def test_skip_nonfinite_skips_up_to_n_batches(allowed, ok, poison, tmp_path, capsys):
     cfg = compose_config([*TINY, f"trainer.skip_nonfinite={allowed}", f"run_dir={tmp_path}"])
+    quantity = "training loss" if poison is NaNLoss else "training data"
     if ok:
-        run_training(cfg, callbacks=[NaNBatches(bad_steps)])
+        run_training(cfg, callbacks=[poison([2, 4])])
         out = capsys.readouterr().out
-        assert out.count("batch skipped") == 2 and "at step 4: batch skipped (2 of" in out
+        assert out.count("batch skipped") == 2
+        assert f"non-finite {quantity}" in out and "at step 4" in out and "(2 of" in out
         assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
     else:
-        with pytest.raises(NonFiniteError, match="non-finite training loss .* at step 4"):
-            run_training(cfg, callbacks=[NaNBatches(bad_steps)])
+        with pytest.raises(NonFiniteError, match=f"non-finite {quantity} .*at step 4"):
+            run_training(cfg, callbacks=[poison([2, 4])])
 
 
 def test_nothing_non_finite_is_written(tmp_path):
