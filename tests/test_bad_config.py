@@ -151,6 +151,10 @@ ROWS = [
     train("net.hidden=-3", needle="net"),
     train("data=moons", "method=if", "method.dims_to_keep=5", needle="dims_to_keep"),
     train("method.sample_kwargs.n_steps=5", needle="method.sample_kwargs"),
+    train("method.sample_kwargs.k=0", needle="method.sample_kwargs.k"),
+    train("method.eval_kwargs.n_measure_samples=-1", needle="method.eval_kwargs.n_measure_samples"),
+    train("method=if", "data=moons", "net=toynet", "method.eval_kwargs.rtol=0",
+          needle="method.eval_kwargs.rtol"),
     # ---- resume ---------------------------------------------------------------------------------
     cmd("train", "from_ckpt={run}", "method=bfn_continuous", needle="method=bfn_continuous",
         fast=True),

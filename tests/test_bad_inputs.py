@@ -1,6 +1,7 @@
-"""Bad input through the Python API (issue 8, observation 7): every public entry point of the six
-method variants answers NaN/inf data, empty batches, wrong shapes, dtypes and devices, data out of
-range and bad sample counts with a one-line ``ValueError`` that names the argument.
+"""Bad input through the Python API (issue 8, observation 7): every public entry point of the
+six method variants (and of VDM, the BSI paper's baseline) answers NaN/inf data, empty batches,
+wrong shapes, dtypes and devices, data out of range and bad sample counts with a one-line
+``ValueError`` that names the argument.
 
 Every row of the table is a case. The default run takes every fifth row; ``-m faults`` runs them
 all (``make test-faults``).
@@ -18,8 +19,10 @@ import torch
 from torch import nn
 
 from bayesgen import BFN, BSI, Discretization, InflationaryFlow
+from bayesgen.methods.vdm import VDM
 
-SHAPE = (1, 4, 4)  # images for BSI and BFN
+VARIANTS = ("bsi", "bsi8", "bfn_continuous", "bfn_discretized", "bfn_discrete", "if", "vdm")
+SHAPE = (1, 4, 4)  # images for BSI, VDM and BFN
 K, L = 3, 6  # discrete BFN: 3 classes, sequences of 6
 IF_DIM = 3  # Inflationary Flows on 3-D points
 
@@ -43,6 +46,8 @@ def make(variant: str) -> nn.Module:
         return BSI(Tiny(SHAPE, SHAPE), SHAPE, k=3)
     if variant == "bsi8":
         return BSI(Tiny(SHAPE, SHAPE), SHAPE, k=3, discretization=Discretization.image_8bit())
+    if variant == "vdm":
+        return VDM(Tiny(SHAPE, SHAPE), SHAPE, k=3, discretization=Discretization.image_8bit())
     if variant == "bfn_continuous":
         return BFN.continuous(Tiny(SHAPE, SHAPE), SHAPE)
     if variant == "bfn_discretized":
@@ -90,7 +95,8 @@ BAD_DATA: dict[str, tuple[Callable[[torch.Tensor, str], object], str]] = {
     "range_low": (lambda x, v: with_value(x, -1) if v == "bfn_discrete" else -3 * x.abs() - 1.5,
                   r"\[|range"),
 }
-RANGED = ("bsi8", "bfn_continuous", "bfn_discretized", "bfn_discrete")  # BSI, IF: any real data
+# data with a range ([-1, 1] or the classes); BSI without a discretization and IF take any reals
+RANGED = ("bsi8", "vdm", "bfn_continuous", "bfn_discretized", "bfn_discrete")
 
 # entry points that take data: variant → {name: call(method, x)}
 IF_FAST = {"solver": "euler", "n_steps": 2}
@@ -108,7 +114,7 @@ DATA_CALLS: dict[str, dict[str, Callable]] = {
 
 
 def _family(variant: str) -> str:
-    return {"bsi8": "bsi"}.get(variant, variant.split("_")[0])
+    return {"bsi8": "bsi", "vdm": "bsi"}.get(variant, variant.split("_")[0])
 
 
 @dataclass(frozen=True)
@@ -138,14 +144,14 @@ def _device_case(variant: str, entry: str, call: Callable) -> Case:
 
 def _sample_calls(variant: str) -> dict[str, Callable]:
     extra = IF_FAST if variant == "if" else {"n_steps": 2} if variant.startswith("bfn") else {
-        "k": 2}
+        "k": 2}  # BSI, VDM
     return {"sample": lambda m, **kw: m.sample(**({**extra, **kw})),
             "sample_history": lambda m, **kw: m.sample_history(**({**extra, **kw}))}
 
 
 def _cases() -> list[Case]:
     cases = []
-    for variant in ("bsi", "bsi8", "bfn_continuous", "bfn_discretized", "bfn_discrete", "if"):
+    for variant in VARIANTS:
         for entry, call in DATA_CALLS[_family(variant)].items():
             for bad in BAD_DATA:
                 if bad.startswith("range") and variant not in RANGED:
@@ -171,7 +177,7 @@ def _argument_cases(variant: str) -> list[Case]:
     """Bad values of the other count, step and tolerance arguments."""
     x = good(variant)
     rows: list[tuple[str, Callable, str]] = []
-    if variant.startswith("bsi"):
+    if _family(variant) == "bsi":
         rows = [("sample-k=0", lambda m: m.sample(2, k=0), "k"),
                 ("sample-k=2.5", lambda m: m.sample(2, k=2.5), "k"),
                 ("elbo-k=-1", lambda m: m.elbo(x, k=-1, n_measure_samples=2), "k"),
@@ -232,14 +238,12 @@ def test_bad_input_full_table(case: Case, one_thread):
 
 
 def test_table_size():
-    """The table covers at least the 138 calls of the issue, over all six variants."""
+    """The table covers at least the 138 calls of the issue, over all six variants (+ VDM)."""
     assert len(CASES) >= 138
-    assert {c.variant for c in CASES} == {"bsi", "bsi8", "bfn_continuous", "bfn_discretized",
-                                          "bfn_discrete", "if"}
+    assert {c.variant for c in CASES} == set(VARIANTS)
 
 
-@pytest.mark.parametrize("variant", ["bsi", "bsi8", "bfn_continuous", "bfn_discretized",
-                                     "bfn_discrete", "if"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_good_input_still_works(variant: str, one_thread):
     """The checks do not reject what is valid."""
     m = make(variant)
@@ -251,6 +255,6 @@ def test_good_input_still_works(variant: str, one_thread):
         assert m.sample(3, **kw).shape == (3, IF_DIM)
     else:
         assert torch.isfinite(m.elbo(x)[1]).all()
-        n = {"k": 2} if variant.startswith("bsi") else {"n_steps": 2}
+        n = {"n_steps": 2} if variant.startswith("bfn") else {"k": 2}
         assert m.sample(3, **n).shape[0] == 3
         assert m.sample(torch.tensor(2), **n).shape[0] == 2  # an integer tensor is an integer

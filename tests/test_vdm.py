@@ -336,5 +336,5 @@ def test_bad_inputs_give_clear_errors():
         VDM(lambda z, t: z, data_shape=(1,), parameterization="v")
     with pytest.raises(ValueError, match="snr_min < snr_max"):
         VDM(lambda z, t: z, data_shape=(1,), snr_min=10.0, snr_max=1.0)
-    with pytest.raises(ValueError, match="positive number of steps"):
+    with pytest.raises(ValueError, match="k must be a positive"):
         vdm.sample(2, k=0)

@@ -156,9 +156,9 @@ def _hydra_main(args: list[str]) -> int:
         validate_config,
     )
 
-    check_launcher(args)
+    elsewhere = check_launcher(args)
     for overrides in sweep_configs([a for a in args if a not in ("-m", "--multirun")]):
-        validate_config(compose_checked(overrides), overrides)
+        validate_config(compose_checked(overrides), overrides, here=not elsewhere)
 
     @hydra.main(config_path="conf", config_name="config", version_base=None)
     def main(cfg):

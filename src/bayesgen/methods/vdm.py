@@ -36,6 +36,7 @@ data for every method): copy both files.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -165,7 +166,7 @@ class VDM(nn.Module):
     # ---- the three terms of −ELBO (nats per example) ------------------------------------------
     def prior_loss(self, x: Float[Tensor, " B *D"]) -> Float[Tensor, " B"]:
         """KL(q(z_1 | x) ‖ N(0, I)) = ½·Σ_d (σ_1² + α_1²·x² − ln σ_1² − 1)."""
-        self._check_shape(x)
+        self._check_data(x)
         g1 = torch.tensor(self.gamma_1, dtype=x.dtype, device=x.device)
         a2 = torch.sigmoid(-g1)  # α_1²; σ_1² − 1 = −α_1² and −ln σ_1² = softplus(−γ_1)
         return 0.5 * _sum_dims(a2 * (torch.square(x) - 1) + F.softplus(-g1))
@@ -175,8 +176,8 @@ class VDM(nn.Module):
         """−ln p(x | z_0) with z_0 ~ q(z_0 | x), p(x | z_0) = N(z_0/α_0, σ_0²/α_0²) per dimension,
         or that density at the bin centres normalised over the bins (``discretization``).
         Needs no network: at SNR(0) the data are all but visible."""
-        self._check_shape(x)
-        self._check_range(x)
+        self._check_data(x)
+        n_samples = _count(n_samples, "n_samples")
         xs = repeat(x, "b ... -> (n b) ...", n=n_samples)
         t0 = x.new_zeros(())
         z0, _ = self.sample_z(xs, t0.expand(xs.shape[0]), generator)
@@ -192,8 +193,8 @@ class VDM(nn.Module):
                        **model_kwargs) -> Float[Tensor, " n B"]:
         """L_∞ = −½·SNR′(t)·‖x − x̂(z_t, t)‖² = ½·γ′·SNR(t)·‖x − x̂‖², t ~ U(0, 1) (low-
         discrepancy over all n·B draws); ``n_samples`` estimates per example."""
-        self._check_shape(x)
-        n, b = n_samples, x.shape[0]
+        self._check_data(x)
+        n, b = _count(n_samples, "n_samples"), x.shape[0]
         t = self.sample_t(n, b, x, generator).reshape(n * b)
         xs = repeat(x, "b ... -> (n b) ...", n=n)
         err = self.scaled_error(xs, t, generator, **_repeat_kwargs(model_kwargs, n, b))
@@ -205,10 +206,10 @@ class VDM(nn.Module):
         """L_T = ½·T·(SNR(s) − SNR(t))·‖x − x̂(z_t, t)‖² for one step s → t, i ~ U{1..T}, of the
         grid 0 = t_0 < … < t_T = 1 (``t``, or T = ``k`` equal steps);
         SNR(s) − SNR(t) = SNR(t)·expm1(γ(t) − γ(s))."""
-        self._check_shape(x)
+        self._check_data(x)
         ts = self.schedule_t(k, t, x)
         steps = ts.numel() - 1
-        n, b = n_samples, x.shape[0]
+        n, b = _count(n_samples, "n_samples"), x.shape[0]
         i = torch.randint(1, steps + 1, (n * b,), generator=generator, device=x.device)
         t_i, s_i = ts[i], ts[i - 1]
         xs = repeat(x, "b ... -> (n b) ...", n=n)
@@ -232,8 +233,8 @@ class VDM(nn.Module):
         Returns ``(elbo, bpd, l_prior, l_recon, l_diff)`` with bpd = −elbo/(D ln 2), plus the
         variance of the bpd estimate when ``return_variance``.
         """
-        if n_recon_samples < 1 or n_measure_samples < 1:
-            raise ValueError("n_recon_samples and n_measure_samples must be positive")
+        _count(n_recon_samples, "n_recon_samples")
+        _count(n_measure_samples, "n_measure_samples")
         l_p = self.prior_loss(x)
         l_r = self.reconstruction_loss(x, n_recon_samples, generator)
         if k is None and t is None:
@@ -267,9 +268,7 @@ class VDM(nn.Module):
                 raise ValueError("t must be an increasing 1-D grid from 0 to 1, e.g. "
                                  "torch.linspace(0, 1, k + 1)")
             return t
-        k = self.k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be a positive number of steps, got {k}")
+        k = self.k if k is None else _count(k, "k")
         return torch.linspace(0, 1, k + 1, dtype=dtype, device=device)
 
     @torch.no_grad()
@@ -291,6 +290,7 @@ class VDM(nn.Module):
 
     def _run_sampler(self, n_samples, k, t, generator, device, dtype, keep: bool,
                      model_kwargs: dict) -> dict[str, Tensor]:
+        n_samples = _count(n_samples, "n_samples")
         device, dtype = _device_dtype(self.model, device, dtype)
         # q(z_s | z_t, x) = N(α_s·lerp(z_t/α_t, x, c), σ_s²·c·I), c = 1 − SNR(t)/SNR(s)
         # = −expm1(γ(s) − γ(t)) (VDM's posterior, written stably in γ). With x = x̂ the mean is
@@ -332,23 +332,22 @@ class VDM(nn.Module):
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts_d, "x": x}
 
     # ---- input checks -------------------------------------------------------------------------
-    def _check_shape(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
-            shape = ", ".join(map(str, self.data_shape))
-            raise ValueError(f"VDM expects data of shape (B, {shape}), got {tuple(x.shape)}; "
-                             "set data_shape= to match your data")
+    def _check_data(self, x: Tensor) -> None:
+        """x: a non-empty float batch (B, *data_shape) of finite values on the model's device,
+        inside the discretization's range when there is one (value checks sync with the host
+        and are skipped under torch.compile)."""
+        _check_batch(x, self.data_shape, self.model)
         if not x.is_floating_point():
-            raise ValueError(f"VDM expects floating-point data, got {x.dtype}")
-
-    def _check_range(self, x: Tensor) -> None:
+            raise ValueError(f"VDM: x must be floating-point data, got dtype {x.dtype}; "
+                             "convert it with x.float()")
         d = self.discretization
-        if d is None or torch.compiler.is_compiling():  # the check syncs; compiled graphs skip it
-            return
-        tol = d.bin_width / 2
-        lo, hi = x.min().item(), x.max().item()
-        if lo < d.min - tol or hi > d.max + tol:
-            raise ValueError(f"data lies in [{lo:.3g}, {hi:.3g}] but the discretization expects "
-                             f"[{d.min}, {d.max}]; rescale it (e.g. 2·x − 1 for data in [0, 1])")
+        if d is None:
+            _check_values(x)
+        else:
+            tol = d.bin_width / 2
+            _check_values(x, d.min - tol, d.max + tol,
+                          f"the discretization expects [{d.min}, {d.max}]; rescale it "
+                          "(e.g. 2·x − 1 for data in [0, 1]) or change discretization=")
 
 
 def _centre_normalised_log_prob(d: Discretization, x: Tensor, mean: Tensor,
@@ -365,6 +364,52 @@ def _centre_normalised_log_prob(d: Discretization, x: Tensor, mean: Tensor,
         part = torch.logsumexp(-0.5 * torch.square((chunk - mean[..., None]) / std), dim=-1)
         log_norm = part if log_norm is None else torch.logaddexp(log_norm, part)
     return log_num - log_norm
+
+
+def _check_batch(x, data_shape: tuple[int, ...], model) -> None:
+    """x is a non-empty tensor (B, *data_shape) that holds values on the model's device."""
+    dims = ", ".join(map(str, data_shape))
+    if not torch.is_tensor(x):
+        raise ValueError(f"VDM: x must be a torch.Tensor of shape (B, {dims}), got "
+                         f"{type(x).__name__}")
+    if tuple(x.shape[1:]) != data_shape:
+        raise ValueError(f"VDM: x must have shape (B, {dims}), got {tuple(x.shape)}; "
+                         "set data_shape= to match your data")
+    if x.shape[0] == 0:
+        raise ValueError(f"VDM: x is an empty batch of shape {tuple(x.shape)}; pass at least "
+                         "one example")
+    if x.is_meta:
+        raise ValueError("VDM: x is on the meta device and holds no values; pass real data")
+    param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if param is not None and param.device != x.device and not torch.compiler.is_compiling():
+        raise ValueError(f"VDM: x is on {x.device} but the model is on {param.device}; move "
+                         "one of them (x.to(device) or vdm.to(device))")
+
+
+def _check_values(x: Tensor, lo: float = -math.inf, hi: float = math.inf, fix: str = "") -> None:
+    """x is finite and inside [lo, hi]: one host sync, skipped while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return
+    a, b = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(a) and math.isfinite(b)):
+        kind = "NaN" if math.isnan(a) or math.isnan(b) else "infinite"
+        raise ValueError(f"VDM: x contains {kind} values; clean the data first "
+                         "(torch.isfinite(x).all() must hold)")
+    if a < lo or b > hi:
+        raise ValueError(f"VDM: x lies in [{a:.3g}, {b:.3g}], outside the range; {fix}")
+
+
+def _count(n, name: str) -> int:
+    """A positive integer argument; bools and non-integral numbers are refused."""
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        value = operator.index(n)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def _bcast(c: Tensor, like: Tensor) -> Tensor:
@@ -393,8 +438,21 @@ def _repeat_kwargs(kwargs: dict, n: int, b: int) -> dict:
 
 
 def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of the model's parameters, unless given (float32 on CPU otherwise)."""
+    """Device and dtype of the model's parameters, unless given (float32 on CPU otherwise);
+    a given device must be the parameters' and a given dtype floating-point."""
     param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is not a device; use e.g. 'cpu' or "
+                             "'cuda'") from None
+        if param is not None and (device.type != param.device.type or device.index not in (
+                None, param.device.index)):
+            raise ValueError(f"device={str(device)!r} but the model is on {param.device}; move the "
+                             "model (vdm.to(device)) or leave device= out")
     if device is None:
         device = param.device if param is not None else torch.device("cpu")
     if dtype is None:

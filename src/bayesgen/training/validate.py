@@ -64,11 +64,10 @@ class Key:
         else:
             text = {int: "an integer", float: "a number", bool: "true or false",
                     str: "a string", None: "a value"}[self.type]
-            bounds = [f"≥ {self.min:g}" if self.min is not None else "",
-                      f"> {self.above:g}" if self.above is not None else "",
-                      f"≤ {self.max:g}" if self.max is not None else "",
-                      f"< {self.below:g}" if self.below is not None else ""]
-            text += " " + " and ".join(b for b in bounds if b) if any(bounds) else ""
+            bounds = [f"{op} {_number(v)}" for op, v in (
+                ("≥", self.min), (">", self.above), ("≤", self.max), ("<", self.below))
+                if v is not None]
+            text += " " + " and ".join(bounds) if bounds else ""
         return text + (" or null" if self.optional else "")
 
     def problem(self, value: Any) -> str | None:
@@ -88,6 +87,10 @@ class Key:
                        or (self.below is not None and value >= self.below)):
             return f"expected {self.expected()}"
         return self.check(value) if self.check else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _fraction_or_count(value: Any) -> str | None:
@@ -169,12 +172,20 @@ SCHEMA: dict[str, Key] = {
     "trainer.accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
 }
 
+# values of method.eval_kwargs / method.sample_kwargs (arguments of elbo / sample)
+CALL_ARGUMENTS = {
+    **{name: Key(int, min=1, optional=True) for name in (
+        "k", "n_steps", "n_samples", "n_recon_samples", "n_measure_samples", "n_probes")},
+    "rtol": Key(float, above=0), "atol": Key(float, above=0),
+}
+
 METHOD_KINDS = {
     "bayesgen.methods.bsi.BSI": "bsi",
     "bayesgen.methods.bfn.BFN.continuous": "bfn_continuous",
     "bayesgen.methods.bfn.BFN.discretized": "bfn_discretized",
     "bayesgen.methods.bfn.BFN.discrete": "bfn_discrete",
     "bayesgen.methods.inflationary.InflationaryFlow.from_data": "if",
+    "bayesgen.methods.vdm.VDM": "vdm",
 }
 
 
@@ -278,12 +289,13 @@ def check_resume_overrides(overrides: list[str]) -> None:
                               f"{arg}{fix} or start a new run without from_ckpt=")
 
 
-def check_launcher(overrides: list[str]) -> None:
-    """``hydra/launcher=slurm`` needs the submitit launcher plugin and Slurm's ``srun``."""
+def check_launcher(overrides: list[str]) -> bool:
+    """Whether the jobs run elsewhere: ``hydra/launcher=slurm``, which needs the submitit
+    launcher plugin and Slurm's ``srun`` (checked)."""
     launcher = next((o.split("=", 1)[1] for o in overrides
                      if o.split("=", 1)[0] == "hydra/launcher"), None)
     if launcher not in ("slurm", "submitit_slurm"):
-        return
+        return False
     try:
         import hydra_plugins.hydra_submitit_launcher  # noqa: F401
     except ImportError:
@@ -293,6 +305,7 @@ def check_launcher(overrides: list[str]) -> None:
         raise ConfigError(f"hydra/launcher={launcher} needs Slurm, but srun is not on this "
                           "machine's PATH; run on a Slurm login node, or drop "
                           "hydra/launcher= to train here")
+    return True
 
 
 def sweep_configs(overrides: list[str]) -> list[list[str]]:
@@ -311,9 +324,10 @@ def sweep_configs(overrides: list[str]) -> list[list[str]]:
 
 
 # ---- the configuration ------------------------------------------------------------------------
-def validate_config(cfg: DictConfig, overrides: list[str] = ()) -> None:
+def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = True) -> None:
     """Raise one ConfigError for the first problem of ``cfg`` (see the module docstring);
-    ``overrides`` (the command line) only make the messages more precise."""
+    ``overrides`` (the command line) only make the messages more precise. ``here=False``
+    (a job launched elsewhere, e.g. from a Slurm login node) skips the GPU checks."""
     _check_keys(cfg)
     for group in ("data", "method", "net"):
         node = cfg.get(group)
@@ -332,7 +346,8 @@ def validate_config(cfg: DictConfig, overrides: list[str] = ()) -> None:
         if problem:
             hint = f" ({key.hint})" if key.hint else ""
             raise ConfigError(f"invalid {path}={_show(value)}: {problem}{hint}")
-    _check_accelerator(cfg)
+    if here:
+        _check_accelerator(cfg)
     _check_options(cfg, "method", overrides)
     _check_options(cfg, "net", overrides)
     _check_combination(cfg, overrides)
@@ -348,7 +363,7 @@ def _show(value: Any) -> str:
 
 def _check_keys(cfg: DictConfig) -> None:
     base = OmegaConf.load(CONF / "config.yaml")
-    known_root = (set(base) - {"defaults"}) | set(GROUPS) - {"experiment"}
+    known_root = (set(base) - {"defaults"}) | set(GROUPS) - {"experiment"} | {"hydra"}
     known_root |= {k.split(".")[0] for k in SCHEMA}
     for key in cfg:
         if key not in known_root:
@@ -448,6 +463,10 @@ def _check_options(cfg: DictConfig, group: str, overrides: list[str]) -> None:
                     raise ConfigError(_foreign_options(f"method.{extra}", bad,
                                                        f"{owner.__name__}.{attr}", allowed,
                                                        overrides))
+                for name, key in CALL_ARGUMENTS.items():
+                    if name in kwargs and (problem := key.problem(kwargs[name])):
+                        raise ConfigError(f"invalid method.{extra}.{name}="
+                                          f"{_show(kwargs[name])}: {problem}")
 
 
 def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
@@ -470,13 +489,14 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    if not isinstance(cfg.get("method"), DictConfig) or not isinstance(cfg.get("data"),
-                                                                       DictConfig):
-        return
+    nodes = [cfg.get(g) for g in ("data", "method", "net")]
+    if not all(isinstance(n, DictConfig) for n in nodes) or any(
+            _locate(n.get("_target_")) is None for n in nodes):
+        return  # only bayesgen's own data, methods and networks are built to be checked
     kind = METHOD_KINDS.get(cfg.method.get("_target_"))
     dm = instantiate(cfg.data, _convert_="all")
     info = dm.info
-    data = f"data={info.name}" if info.name == cfg.data.get("name") else f"data={cfg.data.name}"
+    data = f"data={cfg.data.get('name', info.name)}"
     method = f"method={kind}"
     discrete = info.num_classes is not None
     if kind == "bfn_discrete" and not discrete:
@@ -491,7 +511,7 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
                           "(unbounded); use method=bsi or method=if")
     if kind == "bfn_discretized" and cfg.method.get("num_bins") == "auto" and not info.num_bins:
         raise ConfigError(f"method.num_bins=auto but {data} has no bins; set method.num_bins")
-    if kind == "bsi":
+    if kind in ("bsi", "vdm"):
         _check_discretization(cfg.method.get("discretization"), info, data)
     if cfg.conditional.get("enabled") and not info.num_labels:
         raise ConfigError(f"conditional.enabled=true but {data} has no class labels; set "
