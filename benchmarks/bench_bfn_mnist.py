@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N test images to evaluate (default: all 10,000)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="784-step loss estimates per test image (the paper: 2000)")
+    parser.add_argument("--n-steps", type=int, default=784,
+                        help="steps of the test loss (the paper: 784; fewer for smoke runs)")
     parser.add_argument("--channels", type=int, default=32, help="U-Net model_channels")
     parser.add_argument("--res-blocks", type=int, default=1,
                         help="U-Net residual blocks per level (the official net: 2, with "
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
              f"+trainer.max_time={max_time}", f"run_dir={run}"]
     n_test = min(args.test_examples, 10_000)
     batch = min(500, n_test)
-    evaluate = ["evaluate", f"ckpt={run}", "n_steps=784", f"repeats={args.repeats}",
+    evaluate = ["evaluate", f"ckpt={run}", f"n_steps={args.n_steps}", f"repeats={args.repeats}",
                 f"batch_size={batch}", f"max_batches={math.ceil(n_test / batch)}",
                 f"seed={args.seed}", f"out={run / 'evaluate_784.json'}"]
     print(f"training for {args.minutes:g} min on {torch.get_num_threads()} thread(s); "
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "l_recon_nats_per_image": round(m["l_recon_nats_per_dim"] * 784, 3),
         "l_transmit_nats_per_image": round(m["l_transmit_nats_per_dim"] * 784, 2),
         "bits_per_dim": round(m["bpd"], 4),
-        "n_test_examples": m["n_examples"], "repeats": m["repeats"], "n_steps": 784,
+        "n_test_examples": m["n_examples"], "repeats": m["repeats"], "n_steps": args.n_steps,
         "train_minutes": round(trained["train_seconds"] / 60, 1), "train_steps": trained["steps"],
         "batch_size": args.batch_size, "parameters": params,
         "continuous_time_bpd_500_test": round(trained["bpd"], 4),

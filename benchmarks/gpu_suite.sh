@@ -118,7 +118,8 @@ else
     --precisions bf16 --batch 1 --dit-depth 1 --steps 1 --peak-tflops 1 \
     --overrides net.hidden_size=64 net.num_heads=2
   MNIST_LIMIT=240
-  MNIST=(--minutes 0.1 --channels 32 --res-blocks 1 --batch-size 8 --test-examples 16)
+  MNIST=(--minutes 0.1 --channels 32 --res-blocks 1 --batch-size 8 --test-examples 16
+         --n-steps 10)
 fi
 
 # 4. the full-size MNIST network for a fixed wall-clock budget (stand-in for the mnist preset)
