@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="more `bayesgen train` overrides, applied last (smoke runs: "
+                             "sample.n=4 data.eval_batch_size=16 ...)")
     args = parser.parse_args(argv)
 
     import torch
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     train = ["train", *OVERRIDES, f"net.net.model_channels={args.channels}",
              f"net.net.num_res_blocks={args.res_blocks}",
              f"data.batch_size={args.batch_size}", f"optim.lr={args.lr}", f"seed={args.seed}",
-             f"+trainer.max_time={max_time}", f"run_dir={run}"]
+             f"+trainer.max_time={max_time}", f"run_dir={run}", *args.overrides]
     n_test = min(args.test_examples, 10_000)
     batch = min(500, n_test)
     evaluate = ["evaluate", f"ckpt={run}", f"n_steps={args.n_steps}", f"repeats={args.repeats}",

@@ -119,7 +119,8 @@ else
     --overrides net.hidden_size=64 net.num_heads=2
   MNIST_LIMIT=240
   MNIST=(--minutes 0.1 --channels 32 --res-blocks 1 --batch-size 8 --test-examples 16
-         --n-steps 10)
+         --n-steps 10 --overrides sample.n=4 method.sample_kwargs.n_steps=5
+         data.eval_batch_size=16 trainer.limit_val_batches=0)
 fi
 
 # 4. the full-size MNIST network for a fixed wall-clock budget (stand-in for the mnist preset)
