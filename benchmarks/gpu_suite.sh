@@ -7,7 +7,7 @@
 #      blocks) in bf16 at batch 128 (bench_training.py; target DiT-L/2 ≥ 35% MFU against the
 #      datasheet peak, 989 TFLOP/s for an H100/H200),
 #   4. a full-size network on MNIST for a fixed wall-clock budget (75 s): bench_bfn_mnist.py,
-#      i.e. `bayesgen train experiment=mnist-bfn` with the 24.5M U-Net (128 channels, 2 blocks
+#      i.e. `bayesgen train experiment=mnist-bfn` with the 24.8M U-Net (128 channels, 2 blocks
 #      per level; its short-budget recipe: no dropout, lr 1e-3) at batch 512, as a stand-in for
 #      the compare preset's mnist run, then the 784-step test NLL of 1000 test images.
 #   5. if time is left: DiT-L/2 bf16 again with the training loss under torch.compile.
