@@ -372,9 +372,9 @@ def cmd_evaluate(args: list[str]) -> int:
     """bayesgen evaluate ckpt=RUN_DIR_OR_CKPT [options]
 
 Bits/dim on the test (or val) split with its standard error, written to JSON.
-  k=inf|N        BSI: infinite-step ELBO (default) or the N-step ELBO
+  k=inf|N        BSI, VDM: infinite-step ELBO (default) or the N-step ELBO
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
-  samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
+  samples=N      Monte-Carlo samples of the measurement / diffusion loss (BSI, BFN, VDM)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
   receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
                  the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
@@ -444,7 +444,7 @@ def cmd_sample(args: list[str]) -> int:
 
 Draw samples; writes samples.png (image grid or 2-D/3-D scatter), sampling.gif (or .webp),
 samples.pt (the raw tensor) and samples.txt for text.
-  n=64, k=N (BSI steps), n_steps=N (BFN steps), schedule=linear|cosine|edm|edm7 (BSI),
+  n=64, k=N (BSI and VDM steps), n_steps=N (BFN steps), schedule=linear|cosine|edm|edm7 (BSI),
   seed=0, label=C (class-conditional), guidance=W (classifier-free guidance),
   frames=20, animation=gif|webp|none, out=DIR, device=cpu|cuda"""
     from bayesgen.training.build import load_checkpoint

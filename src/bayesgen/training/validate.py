@@ -501,14 +501,14 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
     discrete = info.num_classes is not None
     if kind == "bfn_discrete" and not discrete:
         raise ConfigError(f"{method} models discrete data (classes), but {data} is continuous; "
-                          "use method=bsi, bfn_continuous or bfn_discretized, or discrete data "
-                          "(text8, tinyshakespeare, binarized_mnist)")
+                          "use method=bsi, vdm, bfn_continuous or bfn_discretized, or discrete "
+                          "data (text8, tinyshakespeare, binarized_mnist)")
     if kind is not None and kind != "bfn_discrete" and discrete:
         raise ConfigError(f"{method} models continuous data, but {data} is discrete "
                           f"({info.num_classes} classes); use method=bfn_discrete")
     if kind in ("bfn_continuous", "bfn_discretized") and info.kind == "flat":
         raise ConfigError(f"{method} needs data in [-1, 1], but {data} is z-scored toy data "
-                          "(unbounded); use method=bsi or method=if")
+                          "(unbounded); use method=bsi, method=vdm or method=if")
     if kind == "bfn_discretized" and cfg.method.get("num_bins") == "auto" and not info.num_bins:
         raise ConfigError(f"method.num_bins=auto but {data} has no bins; set method.num_bins")
     if kind in ("bsi", "vdm"):
