@@ -73,66 +73,104 @@ def _positive_int(value: str) -> int:
 
 # ---- train ----------------------------------------------------------------------------------
 def cmd_train(args: list[str]) -> int:
-    """bayesgen train [overrides]
+    """bayesgen train [overrides] [Hydra flags]
 
 Train with Hydra overrides, e.g. `bayesgen train experiment=digits-bsi trainer.max_steps=2000`.
 Groups: data=, method=, net=, trainer=, experiment=. Resume an interrupted run with
 `bayesgen train from_ckpt=runs/<name>/<timestamp>` (further overrides apply to its saved config).
-Sweeps and Slurm: `bayesgen train -m hydra/launcher=slurm ...`.
-Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, samples.png,
-sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
-    if any(a in ("-m", "--multirun") for a in args):
-        return _hydra_main(args)
-    from bayesgen.training.build import compose_config
-
-    cfg = _compose_with_resume(args, compose_config)
-    run_training(cfg)
-    return 0
+Hydra's own flags work: --cfg job|hydra|all (print the composed config), --resolve, --info,
+-m/--multirun (sweeps, Slurm: -m hydra/launcher=slurm ...), hydra.run.dir=, hydra.job.chdir=.
+Writes runs/<name>/<timestamp>/ (a sweep: runs/<name>/<timestamp>/<job number>/): .hydra/,
+checkpoints/, ema.safetensors, metrics.json, samples.png, sampling.gif, samples.pt,
+logs/metrics.csv, tensorboard/, config.yaml."""
+    return _hydra_train(list(args))
 
 
-def _compose_with_resume(args: list[str], compose):
-    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
+def _hydra_train(args: list[str]) -> int:
+    """Every training run goes through Hydra's own entry point, so that Hydra's flags, output
+    directories and ``.hydra/`` records behave as Hydra documents them. With ``from_ckpt=`` the
+    checkpoint's configuration is the primary config that the overrides apply to; a single run
+    then continues in the checkpoint's run directory, a sweep's jobs each in their own."""
+    import hydra
+    from hydra.core.config_store import ConfigStore
 
     from bayesgen.training.build import find_checkpoint
 
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("from_ckpt=")), None)
-    if resume is None:
-        return compose(args)
-    import torch
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    config_name = "config"
+    resume = _override_value(args, "from_ckpt")
+    if resume:
+        if multirun and "," in resume:
+            raise UsageError("from_ckpt= takes one checkpoint (a sweep over checkpoints with "
+                             "different configs is not supported); run one sweep per checkpoint")
+        path = find_checkpoint(resume)
+        ConfigStore.instance().store(name="bayesgen_resume", node=_resume_config(path))
+        config_name = "bayesgen_resume"
+        args = [a for a in args if not a.startswith("from_ckpt=")]
+        if not multirun and _override_value(args, "hydra.run.dir") is None:
+            run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            args += [f"hydra.run.dir={_quote(run_dir)}",  # keep the first session's .hydra/
+                     f"hydra.output_subdir=.hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
+    run_dir = _override_value(args, "run_dir")
+    if run_dir and not multirun and _override_value(args, "hydra.run.dir") is None:
+        args.append(f"hydra.run.dir={_quote(run_dir)}")
 
-    path = find_checkpoint(resume)
-    saved = torch.load(path, map_location="cpu", weights_only=False).get("bayesgen_config")
+    @hydra.main(config_path="conf", config_name=config_name, version_base=None)
+    def train_job(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+
+        sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
+        out = Path(HydraConfig.get().runtime.output_dir)
+        with open_dict(cfg):
+            cfg.run_dir = str(out)
+        run_training(cfg, run_dir=out)
+
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [argv[0], *args]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach main(), which prints one line
+    try:
+        train_job()
+    finally:
+        sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+    return 0
+
+
+def _override_value(args: list[str], key: str) -> str | None:
+    """The value of override ``key=`` (also ``+key=``/``++key=``) among ``args``, else None."""
+    for arg in args:
+        name, sep, value = arg.lstrip("+").partition("=")
+        if sep and name == key:
+            return value
+    return None
+
+
+def _quote(path) -> str:
+    """A path as a quoted Hydra override value (paths may hold '=', ',' or spaces)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _resume_config(path: Path):
+    """The checkpoint's configuration with ``from_ckpt`` set and Hydra's settings of
+    ``conf/config.yaml``: the primary config of a resumed run."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from bayesgen.run import checkpoint_config, read_checkpoint
+
+    saved = read_checkpoint(path).get("bayesgen_config")
     if saved is None:
         raise UsageError(f"{path} has no bayesgen config; was it written by bayesgen train?")
-    cfg = OmegaConf.create(saved)
-    OmegaConf.set_struct(cfg, True)
-    parser = OverridesParser.create()
-    for override in parser.parse_overrides([a for a in args if not a.startswith("from_ckpt=")]):
-        key = override.key_or_group
-        try:
-            OmegaConf.update(cfg, key, override.value(), merge=True)
-        except Exception:
-            raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
-    OmegaConf.set_struct(cfg, False)
+    cfg = checkpoint_config(saved)
     cfg.from_ckpt = str(path)
+    root = OmegaConf.create(files("bayesgen.conf").joinpath("config.yaml").read_text())
+    cfg.hydra = root.get("hydra", {})
     return cfg
-
-
-def _hydra_main(args: list[str]) -> int:
-    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point."""
-    import hydra
-
-    @hydra.main(config_path="conf", config_name="config", version_base=None)
-    def main(cfg):
-        from hydra.core.hydra_config import HydraConfig
-
-        run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
-
-    sys.argv = ["bayesgen-train", *args]
-    main()
-    return 0
 
 
 def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None) -> Path:

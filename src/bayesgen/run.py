@@ -188,14 +188,23 @@ def _load_run_dir(run_dir: Path, device, dtype) -> Run:
                        read_command(run_dir)), device, dtype)
 
 
-def _load_checkpoint(path: Path, device, dtype) -> Run:
+def read_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint read with ``torch.load(weights_only=True)`` (tensors and plain
+    containers only: nothing is unpickled)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - reported in one line
         raise LoadError(f"{path} cannot be read with torch.load(weights_only=True) "
-                        f"({str(e).splitlines()[0]}); load its run directory's ema.safetensors "
-                        "instead") from e
-    if not isinstance(ckpt, dict) or "bayesgen_config" not in ckpt:
+                        f"({str(e).strip().splitlines()[0]}); load its run directory's "
+                        "ema.safetensors instead") from e
+    if not isinstance(ckpt, dict):
+        raise LoadError(f"{path} is not a training checkpoint")
+    return ckpt
+
+
+def _load_checkpoint(path: Path, device, dtype) -> Run:
+    ckpt = read_checkpoint(path)
+    if "bayesgen_config" not in ckpt:
         raise LoadError(f"{path} was not written by bayesgen train (no config inside)")
     cfg = checkpoint_config(ckpt["bayesgen_config"])
     state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items()
