@@ -124,13 +124,22 @@ def _hydra_train(args: list[str]) -> int:
         out = Path(HydraConfig.get().runtime.output_dir)
         with open_dict(cfg):
             cfg.run_dir = str(out)
-        run_training(cfg, run_dir=out)
+        try:
+            run_training(cfg, run_dir=out)
+        except Exception as e:
+            if multirun:
+                raise
+            failed.append(e)  # raised below, past Hydra's "Error executing job" banner
+
+    failed: list[Exception] = []
 
     argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [argv[0], *args]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach main(), which prints one line
     try:
         train_job()
+        if failed:
+            raise failed[0]
     finally:
         sys.argv = argv
         if full_error is None:
