@@ -261,3 +261,19 @@ def test_model_card_without_metrics_or_command(tmp_path):
     assert "# text8-bfn" in card and "27 classes" in card
     assert "No metrics were recorded" in card and "Not recorded" in card
 
+
+
+def test_missing_optional_dependencies_name_their_extra(monkeypatch):
+    import sys
+
+    from bayesgen import viz
+    from bayesgen.extras import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(MissingDependency, match=r"needs matplotlib: pip install 'bayesgen\[plots\]'"):
+        viz.scatter(torch.zeros(3, 2))
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    from bayesgen.data.images import H5Images
+
+    with pytest.raises(MissingDependency, match=r"bayesgen\[hdf5\]"):
+        H5Images("x.h5", "train")

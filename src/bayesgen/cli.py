@@ -617,7 +617,10 @@ def _is_user_error(e: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError)
+    from bayesgen.extras import MissingDependency
+
+    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError,
+            MissingDependency)
     try:
         from bayesgen.data import DatasetNotFoundError
         user += (DatasetNotFoundError,)

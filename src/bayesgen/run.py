@@ -452,9 +452,6 @@ def _version() -> str:
 
 
 def _huggingface_hub():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise ImportError("Hub ids and push_to_hub need huggingface_hub: "
-                          "pip install 'bayesgen[hub]'") from None
-    return huggingface_hub
+    from bayesgen.extras import require
+
+    return require("huggingface_hub", "hub", "Hub ids and push_to_hub")

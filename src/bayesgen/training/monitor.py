@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bayesgen import viz
+from bayesgen.extras import MissingDependency, require
 
 LOGGERS = ("csv", "tensorboard", "wandb")
 
@@ -55,12 +56,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 
 
 def _wandb_logger(cfg: DictConfig, run_dir: Path) -> Logger:
-    try:
-        import wandb  # noqa: F401 - the clear error below, not Lightning's
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:
-        raise ImportError("logger=wandb needs Weights & Biases: pip install 'bayesgen[wandb]' "
-                          "(offline: WANDB_MODE=offline)") from None
+    require("wandb", "wandb", "logger=wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
     opts = OmegaConf.to_container(cfg.get("wandb") or {}, resolve=True)
     id_file = run_dir / "wandb_id.txt"
     if id_file.is_file():
@@ -235,5 +233,8 @@ def sample_picture(x: torch.Tensor, info) -> np.ndarray | None:
     if info.kind == "image":
         return viz.image_grid(viz.to_unit_images(x, getattr(info, "num_classes", None)))
     if x.ndim == 2 and x.shape[1] in (2, 3) and math.prod(x.shape) > 0:
-        return viz.scatter(x, title="samples", lims=(-3.5, 3.5))
+        try:
+            return viz.scatter(x, title="samples", lims=(-3.5, 3.5))
+        except MissingDependency:  # matplotlib is optional (bayesgen[plots])
+            return None
     return None
