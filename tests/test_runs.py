@@ -270,7 +270,7 @@ def test_missing_optional_dependencies_name_their_extra(monkeypatch):
     from bayesgen.extras import MissingDependency
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
-    with pytest.raises(MissingDependency, match=r"needs matplotlib: pip install 'bayesgen\[plots\]'"):
+    with pytest.raises(MissingDependency, match=r"matplotlib: pip install 'bayesgen\[plots\]'"):
         viz.scatter(torch.zeros(3, 2))
     monkeypatch.setitem(sys.modules, "h5py", None)
     from bayesgen.data.images import H5Images

@@ -15,6 +15,7 @@ function here and a method of :class:`Run`, not a method of ``BSI``/``BFN``/….
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -190,9 +191,9 @@ def _load_run_dir(run_dir: Path, device, dtype) -> Run:
 
 def read_checkpoint(path: str | Path) -> dict:
     """A training checkpoint read with ``torch.load(weights_only=True)`` (tensors and plain
-    containers only: nothing is unpickled)."""
+    containers only: nothing is unpickled), memory-mapped: tensors are read when used."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - reported in one line
         raise LoadError(f"{path} cannot be read with torch.load(weights_only=True) "
                         f"({str(e).strip().splitlines()[0]}); load its run directory's "
@@ -304,7 +305,7 @@ def build_from_config(cfg: DictConfig, info: DatasetInfo, state: dict[str, Tenso
             raise LoadError(f"the configuration has no {key!r} section")
         check_targets(cfg[key], key)
     check_targets(cfg.get("data") or {}, "data")
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         if cfg.method.get("data") == "auto":  # fitted statistics are buffers of the state dict
             cfg.method.data = None
