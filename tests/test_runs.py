@@ -162,6 +162,11 @@ def test_loggers_show_lr_grad_norm_throughput_samples_and_config(run_dir):
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert "train/grad_norm" in events.Tags()["scalars"]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    params = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert params["net.hidden"].number_value == 32
     images = events.Images("val/samples")
     assert [i.step for i in images] == [2, 4, 6] and images[0].width > 8
 

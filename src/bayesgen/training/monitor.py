@@ -126,6 +126,17 @@ class LogConfig(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:
             logger.log_hyperparams(self.params)
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                self._tensorboard_hparams(logger)
+
+    def _tensorboard_hparams(self, logger: TensorBoardLogger) -> None:
+        """The HPARAMS tab's table with the bits/dim columns. (Lightning writes it only
+        together with a metric value at step 0; this writes no value.)"""
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams does
+        for summary in hparams(self.params, {"val/bpd": 0.0, "test/bpd": 0.0}):
+            writer.add_summary(summary)
 
 
 class GradNorm(Callback):
