@@ -124,7 +124,10 @@ def _hydra_train(args: list[str]) -> int:
         from omegaconf import open_dict
 
         sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
-        out = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        out = Path(hydra_cfg.runtime.output_dir)
+        if not hydra_cfg.job.chdir and out.is_relative_to(Path.cwd()):
+            out = out.relative_to(Path.cwd())  # runs/<name>/<timestamp>, as the user wrote it
         with open_dict(cfg):
             cfg.run_dir = str(out)
         try:

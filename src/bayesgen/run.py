@@ -433,7 +433,8 @@ def model_card(saved: dict) -> str:
     lines += ["", "## Usage", "", "```python", "import bayesgen", "",
               'run = bayesgen.from_pretrained("<this folder or Hub id>")',
               "x = run.sample(16)          # " + f"(16, {', '.join(map(str, info['data_shape']))})",
-              "bpd = run.elbo(x)[1]        # bits/dim per example", "```", "",
+              "bpd = run.elbo(data)[1]     # bits/dim of each example of your data",
+              "```", "",
               "## Training command", ""]
     if saved.get("command"):
         lines += ["```sh", saved["command"], "```"]
