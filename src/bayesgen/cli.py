@@ -98,6 +98,12 @@ def _hydra_train(args: list[str]) -> int:
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     config_name = "config"
+    run_dir = _override_value(args, "run_dir")
+    if run_dir and multirun:
+        raise UsageError("run_dir= names one directory, but a sweep (-m) writes one per job: "
+                         "set hydra.sweep.dir= instead")
+    if run_dir and _override_value(args, "hydra.run.dir") is None:
+        args.append(f"hydra.run.dir={_quote(run_dir)}")
     resume = _override_value(args, "from_ckpt")
     if resume:
         if multirun and "," in resume:
@@ -111,12 +117,6 @@ def _hydra_train(args: list[str]) -> int:
             run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
             args += [f"hydra.run.dir={_quote(run_dir)}",  # keep the first session's .hydra/
                      f"hydra.output_subdir=.hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
-    run_dir = _override_value(args, "run_dir")
-    if run_dir and multirun:
-        raise UsageError("run_dir= names one directory, but a sweep (-m) writes one per job: "
-                         "set hydra.sweep.dir= instead")
-    if run_dir and _override_value(args, "hydra.run.dir") is None:
-        args.append(f"hydra.run.dir={_quote(run_dir)}")
 
     @hydra.main(config_path="conf", config_name=config_name, version_base=None)
     def train_job(cfg) -> None:
