@@ -184,12 +184,6 @@ def test_logger_names():
 SHORT = [*TINY, "trainer.max_steps=2", "sample.n=2", "log_samples.n=8", "data=moons"]
 
 
-def test_no_logger(tmp_path):
-    assert main(["train", *SHORT, "logger=none", f"run_dir={tmp_path}"]) == 0
-    assert (tmp_path / "metrics.json").is_file()
-    assert not (tmp_path / "logs").exists() and not (tmp_path / "tensorboard").exists()
-
-
 @pytest.mark.slow  # W&B starts a service process: about 20 s
 def test_wandb_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
@@ -219,17 +213,18 @@ def test_cfg_job_hydra_and_info_print_without_training(capsys, tmp_path, monkeyp
     assert not (tmp_path / "runs").exists()
 
 
-def test_hydra_run_dir_with_interpolation_and_chdir(tmp_path, monkeypatch):
+def test_hydra_run_dir_chdir_and_no_logger(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cwd = os.getcwd()
-    assert main(["train", *TINY, "trainer.max_steps=2", "hydra.job.chdir=true",
-                 "hydra.run.dir=out/${name}"]) == 0
-    run = tmp_path / "out" / "digits-bsi"
+    assert main(["train", *SHORT, "hydra.job.chdir=true", "hydra.run.dir=out/${name}",
+                 "logger=none"]) == 0
+    run = tmp_path / "out" / "moons-bsi"
     assert os.getcwd() == cwd  # Hydra went back
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json",
-                 "checkpoints/last.ckpt", "config.yaml"):
+                 "checkpoints/last.ckpt", "config.yaml", "samples.png"):
         assert (run / name).is_file(), name
     assert OmegaConf.load(run / "config.yaml").run_dir == str(run)
+    assert not (run / "logs").exists() and not (run / "tensorboard").exists()  # logger=none
 
 
 def test_resume_and_sweeps_from_a_checkpoint_use_its_config(run_dir, tmp_path, monkeypatch):
