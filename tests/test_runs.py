@@ -277,3 +277,19 @@ def test_missing_optional_dependencies_name_their_extra(monkeypatch):
 
     with pytest.raises(MissingDependency, match=r"bayesgen\[hdf5\]"):
         H5Images("x.h5", "train")
+
+
+def test_conditional_runs_take_labels(tmp_path):
+    from bayesgen.training.build import build_datamodule, build_method, compose_config
+
+    cfg = compose_config(["data=digits", "net.hidden=16", "net.depth=1", "method.k=3",
+                          "conditional.enabled=true"])
+    method = build_method(cfg, build_datamodule(cfg)).eval()
+    run = bayesgen.from_pretrained(bayesgen.save_pretrained(method, tmp_path, config=cfg))
+    assert run.num_labels == 10
+    want = method.sample(4, k=3, generator=torch.Generator().manual_seed(0),
+                         class_labels=torch.full((4,), 3))
+    got = run.sample(4, k=3, labels=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, want)
+    default = run.sample(4, k=3, generator=torch.Generator().manual_seed(0))  # classes 0..3
+    assert not torch.equal(default, got)
