@@ -200,12 +200,13 @@ class ValidationSamples(Callback):
         self.n, self.sample_kwargs, self.seed = n, dict(sample_kwargs or {}), seed
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        method = pl_module.method
+        info = getattr(trainer.datamodule, "info", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or info is None or not callable(
+                getattr(method, "sample", None)):  # the task needs train_loss and elbo only
             return
         from bayesgen.training.outputs import sample_labels
 
-        info = trainer.datamodule.info
-        method = pl_module.method
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         with torch.no_grad(), torch.autocast(pl_module.device.type, enabled=False):
             x = method.sample(self.n, generator=gen, **self.sample_kwargs,
