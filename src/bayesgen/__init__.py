@@ -1,7 +1,8 @@
 """bayesgen: generative models built on Bayesian inference.
 
 Bayesian Sample Inference (``BSI``), Bayesian Flow Networks (``BFN``) for continuous,
-discretized and discrete data, and Inflationary Flows (``InflationaryFlow``). Each method is one
+discretized and discrete data, Inflationary Flows (``InflationaryFlow``), and Variational
+Diffusion Models (``VDM``) as the baseline they compare against. Each method is one
 self-contained file in ``bayesgen.methods`` that wraps any network ``model(x, t)``.
 
 Trained runs: ``run = bayesgen.load("runs/…")`` (a run directory, a checkpoint or a
@@ -12,9 +13,10 @@ Trained runs: ``run = bayesgen.load("runs/…")`` (a run directory, a checkpoint
 from bayesgen.methods.bfn import BFN
 from bayesgen.methods.bsi import BSI, Discretization
 from bayesgen.methods.inflationary import InflationaryFlow
+from bayesgen.methods.vdm import VDM
 
-__all__ = ["BFN", "BSI", "Discretization", "InflationaryFlow", "Run", "from_pretrained", "load",
-           "save_pretrained"]
+__all__ = ["BFN", "BSI", "VDM", "Discretization", "InflationaryFlow", "Run", "from_pretrained",
+           "load", "save_pretrained"]
 __version__ = "0.1.0"
 
 _RUN_API = ("Run", "from_pretrained", "load", "save_pretrained")

@@ -33,8 +33,6 @@ from bayesgen.data.info import DatasetInfo
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 FORMAT_VERSION = 1
-# ``_target_``s that a configuration read from a file may name: bayesgen's own classes only
-ALLOWED_TARGETS = ("bayesgen.nets.", "bayesgen.methods.", "bayesgen.data.")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _INFO_KEYS = ("name", "data_shape", "kind", "num_classes", "num_labels", "num_bins")
 # keys of a data config that are loader settings, not options of the data set
@@ -189,25 +187,11 @@ def _load_run_dir(run_dir: Path, device, dtype) -> Run:
                        read_command(run_dir)), device, dtype)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A training checkpoint read with ``torch.load(weights_only=True)`` (tensors and plain
-    containers only: nothing is unpickled), memory-mapped: tensors are read when used."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - reported in one line
-        raise LoadError(f"{path} cannot be read with torch.load(weights_only=True) "
-                        f"({str(e).strip().splitlines()[0]}); load its run directory's "
-                        "ema.safetensors instead") from e
-    if not isinstance(ckpt, dict):
-        raise LoadError(f"{path} is not a training checkpoint")
-    return ckpt
-
-
 def _load_checkpoint(path: Path, device, dtype) -> Run:
-    ckpt = read_checkpoint(path)
-    if "bayesgen_config" not in ckpt:
-        raise LoadError(f"{path} was not written by bayesgen train (no config inside)")
-    cfg = checkpoint_config(ckpt["bayesgen_config"])
+    from bayesgen.training.checkpoint import checkpoint_config, read_checkpoint
+
+    ckpt = read_checkpoint(path)  # weights_only=True; the config's _target_s checked
+    cfg = checkpoint_config(ckpt, path)
     state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items()
              if k.startswith("method.")}
     info = data_info_from_config(cfg)
@@ -215,15 +199,6 @@ def _load_checkpoint(path: Path, device, dtype) -> Run:
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return _finish(Run(method, cfg, info, path, _read_metrics(run_dir),
                        read_command(run_dir)), device, dtype)
-
-
-def checkpoint_config(saved: str | dict) -> DictConfig:
-    """The configuration stored in a checkpoint: a YAML string (or, from older checkpoints, a
-    dict)."""
-    cfg = OmegaConf.create(saved) if isinstance(saved, str | dict) else None
-    if not isinstance(cfg, DictConfig):
-        raise LoadError("the checkpoint's bayesgen_config is not a configuration")
-    return cfg
 
 
 def from_pretrained(name_or_path: str | Path, device: str | torch.device | None = None,
@@ -279,32 +254,17 @@ def cast(method: nn.Module, device: str | torch.device | None = None,
 
 
 # ---- building from a configuration --------------------------------------------------------------
-def check_targets(cfg: Any, where: str = "") -> None:
-    """Every ``_target_`` in ``cfg`` must be a class or function of bayesgen's nets, methods or
-    data (a configuration read from a file must not import arbitrary code)."""
-    if isinstance(cfg, DictConfig | dict):
-        for key, value in cfg.items():
-            if key == "_target_" and not str(value).startswith(ALLOWED_TARGETS):
-                raise LoadError(f"{where}._target_={value!r} is not one of bayesgen's classes; "
-                                f"only {', '.join(t + '*' for t in ALLOWED_TARGETS)} are built "
-                                "from a file")
-            check_targets(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(cfg, list | tuple) or OmegaConf.is_list(cfg):
-        for i, value in enumerate(cfg):
-            check_targets(value, f"{where}[{i}]")
-
-
 def build_from_config(cfg: DictConfig, info: DatasetInfo, state: dict[str, Tensor],
                       source: str = "the weights") -> nn.Module:
     """The method that ``cfg`` describes, sized for ``info``, with the weights ``state``
     (statistics fitted to data, e.g. Inflationary Flows' PCA, come from ``state`` too)."""
     from bayesgen.training.build import build_method
+    from bayesgen.training.checkpoint import check_targets
 
     for key in ("net", "method"):
         if key not in cfg:
             raise LoadError(f"the configuration has no {key!r} section")
-        check_targets(cfg[key], key)
-    check_targets(cfg.get("data") or {}, "data")
+    check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, source)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         if cfg.method.get("data") == "auto":  # fitted statistics are buffers of the state dict
@@ -378,8 +338,9 @@ def save_pretrained(method: nn.Module, folder: str | Path, config: DictConfig | 
         if key not in cfg:
             raise ValueError(f"save_pretrained needs the run's configuration with a {key!r} "
                              "section (run.config, or the config bayesgen train composed)")
-    check_targets(cfg.net, "net")
-    check_targets(cfg.method, "method")
+    from bayesgen.training.checkpoint import check_targets
+
+    check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, "save_pretrained's config")
     info = info or data_info_from_config(cfg)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from bayesgen.training.callbacks import ProgressBar
+from bayesgen.training.callbacks import BoundaryCheckpoint, ProgressBar
+from bayesgen.training.checkpoint import (
+    CheckpointError,
+    SafeCheckpointIO,
+    checkpoint_config,
+    newest_intact_checkpoint,
+    read_checkpoint,
+)
 from bayesgen.training.ema import EMA
 from bayesgen.training.monitor import build_loggers, monitor_callbacks
 from bayesgen.training.task import GenerativeTask
@@ -96,9 +103,26 @@ def build_method(cfg: DictConfig, dm) -> nn.Module:
     return target(model=net, data_shape=tuple(info.data_shape), **kwargs)
 
 
+def build_augment(cfg: DictConfig) -> nn.Module | None:
+    """The training-time augmentation pipeline of ``cfg.augment`` (None when unset); the
+    network must take its labels (``augment_labels``, e.g. SongUNet's ``augment_dim``)."""
+    if not cfg.get("augment"):
+        return None
+    forward = get_class(cfg.net._target_).forward
+    if "augment_labels" not in inspect.signature(forward).parameters:
+        raise ConfigError(f"augment=… needs a network that takes augment_labels; "
+                          f"{cfg.net._target_} does not (use net=ddpmpp with net.augment_dim)")
+    return instantiate(cfg.augment)
+
+
 def build_task(cfg: DictConfig, dm) -> GenerativeTask:
     info = dm.info
     method = build_method(cfg, dm)
+    augment = build_augment(cfg)
+    if augment is not None and cfg.net.get("augment_dim", 0) != augment.label_dim:
+        raise ConfigError(f"augment gives {augment.label_dim} labels but net.augment_dim is "
+                          f"{cfg.net.get('augment_dim', 0)}; set net.augment_dim="
+                          f"{augment.label_dim}")
     return GenerativeTask(
         method,
         **OmegaConf.to_container(cfg.optim)
@@ -109,6 +133,7 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
         label_dropout=cfg.conditional.label_dropout,
         compile=cfg.compile,
         config=OmegaConf.to_container(cfg, resolve=True),
+        augment=augment,
     )
 
 
@@ -117,6 +142,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     (``strategy: auto``); ``strategy`` may also be a name (``ddp``, ``fsdp``) or a ``_target_``
     node (``trainer=ddp``, ``trainer=fsdp``)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("skip_nonfinite", None)  # the task's, not Lightning's
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
     loggers = build_loggers(cfg, run_dir)
@@ -127,9 +153,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
                        "cannot average sharded weights, so checkpoints and ema.safetensors hold "
                        "the raw weights. Set ema.enabled=false to silence this warning.")
     elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
-        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
+        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
+                       cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
     return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers or False,
-                     enable_model_summary=False)
+                     plugins=[SafeCheckpointIO()], enable_model_summary=False)
 
 
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
@@ -143,10 +170,10 @@ def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint
             raise ConfigError(f"checkpoint.{key} must be a whole number >= 0 (or null for "
                               f"keep_last: keep all), got {value!r}")
     dirpath = run_dir / "checkpoints"
-    out = [ModelCheckpoint(dirpath=dirpath, save_last=True, monitor="step", mode="max",
-                           save_top_k=-1 if keep_last is None else keep_last,
-                           every_n_train_steps=ck.every_n_train_steps,
-                           filename="step{step:07d}", auto_insert_metric_name=False)]
+    out = [BoundaryCheckpoint(dirpath=dirpath, save_last=True, monitor="step", mode="max",
+                              save_top_k=-1 if keep_last is None else keep_last,
+                              every_n_train_steps=ck.every_n_train_steps,
+                              filename="step{step:07d}", auto_insert_metric_name=False)]
     if top_k:
         out.append(ModelCheckpoint(dirpath=dirpath, monitor="val/bpd", mode="min",
                                    save_top_k=top_k, save_on_train_epoch_end=False,
@@ -163,36 +190,42 @@ def is_sharded(strategy) -> bool:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``)."""
+    """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``, or the newest
+    checkpoint that loads when there is none)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file() and (found := newest_intact_checkpoint(path, say=lambda m: None)):
+            return found[0]
+        path = last
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} not found; pass ckpt=<run dir or .ckpt file>")
     return path
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint in a run directory, or None: ``checkpoints/last.ckpt`` or an
-    ``hpc_ckpt_<n>.ckpt`` that Lightning saves when Slurm announces a preemption (SIGUSR1)."""
-    run_dir = Path(run_dir)
-    found = [p for p in (*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt")
-             if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+def latest_checkpoint(run_dir: str | Path, say=print) -> Path | None:
+    """The newest checkpoint of a run directory that loads, or None: ``checkpoints/last.ckpt``,
+    an ``hpc_ckpt_<n>.ckpt`` that Lightning saves when Slurm announces a preemption (SIGUSR1), or
+    a periodic ``checkpoints/step<n>.ckpt``; each one that does not load is reported via ``say``."""
+    found = newest_intact_checkpoint(run_dir, say=say)
+    return None if found is None else found[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """(config, task with the EMA weights, checkpoint path) of a training checkpoint."""
+    """(config, task with the EMA weights, checkpoint path) of a training checkpoint, loaded
+    safely (`read_checkpoint`: tensors and plain values only; `_target_`s checked)."""
     path = find_checkpoint(path)
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if "bayesgen_config" not in ckpt:
-        raise ConfigError(f"{path} was not written by bayesgen (no config inside)")
-    cfg = OmegaConf.create(ckpt["bayesgen_config"])
+    ckpt = read_checkpoint(path, map_location=map_location)
+    cfg = checkpoint_config(ckpt, path)
     with open_dict(cfg):
         cfg.data.num_workers = 0
         if cfg.method.get("data") == "auto":  # fitted statistics come from the state dict
             cfg.method.data = None
     task = build_task(cfg, build_datamodule(cfg))
-    task.load_state_dict(ckpt["state_dict"])
+    try:
+        task.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {path} do not fit its configuration "
+                              f"({str(e).splitlines()[0]})") from None
     task.eval()
     return cfg, task, path

@@ -14,12 +14,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from bayesgen import viz
 from bayesgen.extras import MissingDependency, require
+from bayesgen.training.metrics_csv import AppendingCSVLogger
 
 LOGGERS = ("csv", "tensorboard", "wandb")
 
@@ -46,7 +47,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     loggers: list[Logger] = []
     for name in logger_names(cfg.get("logger", ["csv", "tensorboard"])):
         if name == "csv":
-            loggers.append(CSVLogger(run_dir, name="logs", version=""))
+            loggers.append(AppendingCSVLogger(run_dir, name="logs", version=""))
         elif name == "tensorboard":
             loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version="",
                                              default_hp_metric=False))
