@@ -79,7 +79,7 @@ def test_inflationary_flow_keeps_its_fitted_pca(tmp_path):
     from bayesgen.training.build import build_datamodule, build_method, compose_config
 
     cfg = compose_config(["experiment=circles-if-prp", "net.hidden=16", "net.depth=1",
-                          "+data.n_train=300", "+data.n_val=10", "+data.n_test=10"])
+                          "++data.n_train=300", "++data.n_val=10", "++data.n_test=10"])
     method = build_method(cfg, build_datamodule(cfg)).eval()
     path = bayesgen.save_pretrained(method, tmp_path / "flow", config=cfg)
     run = bayesgen.from_pretrained(path)
