@@ -331,29 +331,29 @@ def save_pretrained(method: nn.Module, folder: str | Path, config: DictConfig | 
     """Write ``method`` with the configuration that rebuilds it (its ``net``, ``method`` and
     ``data`` sections, as ``bayesgen train`` resolves them) to ``folder``: ``config.json``,
     ``model.safetensors`` and a ``README.md`` model card (method, data, metrics, command)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from bayesgen.training.checkpoint import check_targets, write_bytes, write_text
 
     cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
     for key in ("net", "method", "data"):
         if key not in cfg:
             raise ValueError(f"save_pretrained needs the run's configuration with a {key!r} "
                              "section (run.config, or the config bayesgen train composed)")
-    from bayesgen.training.checkpoint import check_targets
-
     check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, "save_pretrained's config")
     info = info or data_info_from_config(cfg)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))  # atomic, 0644
     n_params = sum(p.numel() for p in method.parameters())
     saved = {"library": "bayesgen", "format": FORMAT_VERSION,
              "bayesgen_version": _version(), "method": type(method).__name__,
              "parameters": n_params, "data_info": info_to_dict(info),
              "metrics": metrics, "command": command,
              "config": OmegaConf.to_container(cfg, resolve=True)}
-    (folder / CONFIG_NAME).write_text(json.dumps(saved, indent=2) + "\n")
-    (folder / CARD_NAME).write_text(model_card(saved))
+    write_text(folder / CONFIG_NAME, json.dumps(saved, indent=2) + "\n")
+    write_text(folder / CARD_NAME, model_card(saved))
     return folder
 
 
