@@ -81,33 +81,129 @@ def _positive_int(value: str) -> int:
 
 # ---- train ----------------------------------------------------------------------------------
 def cmd_train(args: list[str]) -> int:
-    """bayesgen train [overrides]
+    """bayesgen train [overrides] [Hydra flags]
 
 Train with Hydra overrides, e.g. `bayesgen train experiment=digits-bsi trainer.max_steps=2000`.
 Groups: data=, method=, net=, trainer=, experiment=. Resume an interrupted run with
 `bayesgen train from_ckpt=runs/<name>/<timestamp>` (further overrides apply to its saved config).
-Sweeps and Slurm: `bayesgen train -m hydra/launcher=slurm ...`.
-Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, samples.png,
-sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
-    if any(a in ("-m", "--multirun") for a in args):
-        return _hydra_main(args)
-    from bayesgen.training.validate import check_resume_overrides, compose_checked, validate_config
+Hydra's own flags work: --cfg job|hydra|all (print the composed config), --resolve, --info,
+-m/--multirun (sweeps, Slurm: -m hydra/launcher=slurm ...), hydra.run.dir=, hydra.job.chdir=.
+Writes runs/<name>/<timestamp>/ (a sweep: runs/<name>/<timestamp>/<job number>/): .hydra/,
+checkpoints/, ema.safetensors, metrics.json, samples.png, sampling.gif, samples.pt,
+logs/metrics.csv, tensorboard/, config.yaml."""
+    return _hydra_train(list(args))
 
-    if any(a.startswith("from_ckpt=") for a in args):
-        check_resume_overrides([a for a in args if not a.startswith("from_ckpt=")])
-    cfg = _compose_with_resume(args, compose_checked)
-    validate_config(cfg, args)  # types, ranges, data/method/net: before any work starts
-    run_training(cfg)
+
+def _hydra_train(args: list[str]) -> int:
+    """Every training run goes through Hydra's own entry point, so that Hydra's flags, output
+    directories and ``.hydra/`` records behave as Hydra documents them. The configuration (each
+    swept one too) is checked before anything starts. With ``from_ckpt=`` the checkpoint's
+    configuration is the primary config that the overrides apply to; a single run then continues
+    in the checkpoint's run directory (unless ``run_dir=`` says otherwise), a sweep's jobs each
+    in their own."""
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from bayesgen.training.checkpoint import run_dir_of
+    from bayesgen.training.validate import (
+        check_launcher,
+        check_resume_overrides,
+        compose_checked,
+        sweep_configs,
+        validate_config,
+    )
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    shows_only = any(a in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")
+                     for a in args)
+    overrides = [a for a in args if "=" in a and not a.startswith("-")
+                 and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    config_name = "config"
+    run_dir = _override_value(args, "run_dir")
+    if run_dir and multirun:
+        raise UsageError("run_dir= names one directory, but a sweep (-m) writes one per job: "
+                         "set hydra.sweep.dir= instead")
+    if run_dir and _override_value(args, "hydra.run.dir") is None:
+        args.append(f"hydra.run.dir={_quote(run_dir)}")
+    resume = _override_value(args, "from_ckpt")
+    if resume:
+        if multirun and "," in resume:
+            raise UsageError("from_ckpt= takes one checkpoint (a sweep over checkpoints with "
+                             "different configs is not supported); run one sweep per checkpoint")
+        check_resume_overrides([a for a in overrides if not a.startswith("from_ckpt=")])
+        path, saved = _resume_config(resume)
+        ConfigStore.instance().store(name="bayesgen_resume", node=saved)
+        config_name = "bayesgen_resume"
+        args = [a for a in args if not a.startswith("from_ckpt=")]
+        if not multirun and _override_value(args, "hydra.run.dir") is None:
+            args += [f"hydra.run.dir={_quote(run_dir_of(path))}",  # keep the first .hydra/
+                     f"hydra.output_subdir=.hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
+    elif not shows_only:  # the composition's errors with "did you mean", every swept value
+        elsewhere = check_launcher(args) if multirun else False
+        for swept in sweep_configs(overrides) if multirun else [overrides]:
+            validate_config(compose_checked(swept), swept, here=not elsewhere)
+
+    @hydra.main(config_path="conf", config_name=config_name, version_base=None)
+    def train_job(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+
+        sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
+        if resume:  # the saved configuration with this job's overrides
+            validate_config(cfg, overrides)
+        hydra_cfg = HydraConfig.get()
+        out = Path(hydra_cfg.runtime.output_dir)
+        if not hydra_cfg.job.chdir and out.is_relative_to(Path.cwd()):
+            out = out.relative_to(Path.cwd())  # runs/<name>/<timestamp>, as the user wrote it
+        if os.environ.get("LOCAL_RANK", "0") != "0" and "BAYESGEN_RUN_DIR" in os.environ:
+            out = Path(os.environ["BAYESGEN_RUN_DIR"])  # a process Lightning started: rank 0's
+        with open_dict(cfg):
+            cfg.run_dir = str(out)
+        try:
+            run_training(cfg, run_dir=out)
+        except Exception as e:
+            if multirun:
+                raise
+            failed.append(e)  # raised below, past Hydra's "Error executing job" banner
+
+    failed: list[Exception] = []
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [argv[0], *args]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach main(), which prints one line
+    try:
+        train_job()
+        if failed:
+            raise failed[0]
+    finally:
+        sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return 0
 
 
-def _compose_with_resume(args: list[str], compose):
-    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config.
+def _override_value(args: list[str], key: str) -> str | None:
+    """The value of override ``key=`` (also ``+key=``/``++key=``) among ``args``, else None."""
+    for arg in args:
+        name, sep, value = arg.lstrip("+").partition("=")
+        if sep and name == key:
+            return value
+    return None
 
-    ``from_ckpt=RUN`` takes the newest checkpoint of RUN that loads (reporting any that does
-    not); the run continues in the directory the checkpoint lies in (a copied or moved run
-    continues where it now is), unless ``run_dir=`` says otherwise."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+def _quote(path) -> str:
+    """A path as a quoted Hydra override value (paths may hold '=', ',' or spaces)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _resume_config(resume: str):
+    """(checkpoint, configuration) to resume from: the newest checkpoint of a run directory
+    that loads (reporting any that does not), or the given file; the configuration is the
+    checkpoint's, with ``from_ckpt`` set and Hydra's settings of ``conf/config.yaml`` — the
+    primary config of a resumed run."""
+    from importlib.resources import files
+
     from omegaconf import OmegaConf
 
     from bayesgen.training.build import find_checkpoint
@@ -115,12 +211,8 @@ def _compose_with_resume(args: list[str], compose):
         checkpoint_config,
         newest_intact_checkpoint,
         read_checkpoint,
-        run_dir_of,
     )
 
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("from_ckpt=")), None)
-    if resume is None:
-        return compose(args)
     path = Path(resume)
     if path.is_dir() and (found := newest_intact_checkpoint(path, say=_say)) is not None:
         path, ckpt = found
@@ -129,51 +221,10 @@ def _compose_with_resume(args: list[str], compose):
         ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     del ckpt
-    OmegaConf.set_struct(cfg, True)
-    parser = OverridesParser.create()
-    for override in parser.parse_overrides([a for a in args if not a.startswith("from_ckpt=")]):
-        key = override.key_or_group
-        try:
-            OmegaConf.update(cfg, key, override.value(), merge=True)
-        except Exception:
-            raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
-    OmegaConf.set_struct(cfg, False)
     cfg.from_ckpt = str(path)
-    if not any(a.startswith("run_dir=") for a in args):
-        cfg.run_dir = str(run_dir_of(path))
-    return cfg
-
-
-def _hydra_main(args: list[str]) -> int:
-    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point. The launcher and every
-    swept value are checked before anything is launched."""
-    import hydra
-
-    from bayesgen.training.validate import (
-        check_launcher,
-        compose_checked,
-        sweep_configs,
-        validate_config,
-    )
-
-    elsewhere = check_launcher(args)
-    for overrides in sweep_configs([a for a in args if a not in ("-m", "--multirun")]):
-        validate_config(compose_checked(overrides), overrides, here=not elsewhere)
-
-    @hydra.main(config_path="conf", config_name="config", version_base=None)
-    def main(cfg):
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            validate_config(cfg)
-        except ValueError as e:  # Hydra would print a traceback
-            print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
-
-    sys.argv = ["bayesgen-train", *args]
-    main()
-    return 0
+    root = OmegaConf.create(files("bayesgen.conf").joinpath("config.yaml").read_text())
+    cfg.hydra = root.get("hydra", {})
+    return path, cfg
 
 
 def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None) -> Path:
@@ -749,8 +800,10 @@ def _is_user_error(e: BaseException) -> bool:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
+    from bayesgen.extras import MissingDependency
+
     user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError,
-            MisconfigurationException)
+            MisconfigurationException, MissingDependency)
     try:
         from bayesgen.data import DatasetNotFoundError
         user += (DatasetNotFoundError,)

@@ -37,6 +37,7 @@ from bayesgen.data.info import (
     search_dirs,
     split_indices,
 )
+from bayesgen.extras import require
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -547,7 +548,7 @@ class H5Images(Dataset):
     `<split>/images` uint8 (N, 3, r, r) and `<split>/labels` int64, read lazily."""
 
     def __init__(self, path, split: str, num_bins: int | None = None, hflip: bool = False):
-        import h5py
+        h5py = require("h5py", "hdf5", "ImageNet's HDF5 file")
 
         self.path, self.split, self.num_bins, self.hflip = Path(path), split, num_bins, hflip
         with h5py.File(self.path, "r") as f:
@@ -561,7 +562,7 @@ class H5Images(Dataset):
         return {**self.__dict__, "_file": None, "_pid": None}
 
     def __getitem__(self, i):
-        import h5py
+        h5py = require("h5py", "hdf5", "ImageNet's HDF5 file")
 
         if self._file is None or self._pid != os.getpid():  # one handle per worker process
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
