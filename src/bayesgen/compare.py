@@ -112,8 +112,9 @@ def quality_scorer(dm, say: Callable[[str], None] = print):
 
 
 def sample_and_score(method, scorer, n: int, sample_kwargs: dict, seed: int = 0,
-                     model_kwargs: dict | None = None) -> dict[str, Any]:
-    """Draw ``n`` samples with the configured sampler settings (timed), then score them."""
+                     model_kwargs: dict | None = None, info=None) -> dict[str, Any]:
+    """Draw ``n`` samples with the configured sampler settings (timed), then score them as
+    data of the form ``info`` describes (default: the scorer's data)."""
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
@@ -125,7 +126,7 @@ def sample_and_score(method, scorer, n: int, sample_kwargs: dict, seed: int = 0,
     if getattr(method, "last_nfe", None) is not None:
         out["network_evaluations"] = method.last_nfe
     if scorer is not None:
-        out["quality"] = scorer.score(x)
+        out["quality"] = scorer.score(x, info)
     return out
 
 
@@ -293,7 +294,7 @@ def _one_run(spec: dict, label: str, cfg, run_dir: Path, extra: list[str], score
     """Train one method unless finished, then sample, time and score it (cached in
     ``compare.json``, valid while the run's overrides stay the same)."""
     from bayesgen.cli import UsageError, run_training
-    from bayesgen.training.build import load_checkpoint
+    from bayesgen.training.build import build_datamodule, load_checkpoint
     from bayesgen.training.outputs import sample_labels
 
     overrides = run_overrides(spec, label, extra)
@@ -320,7 +321,7 @@ def _one_run(spec: dict, label: str, cfg, run_dir: Path, extra: list[str], score
     settings = ", ".join(f"{k}={v}" for k, v in sample_kwargs.items())
     say(f"[{label}] drawing {n} samples ({settings})")
     drawn = sample_and_score(task.method, scorer, n, sample_kwargs, cfg.seed,
-                             sample_labels(task, n))
+                             sample_labels(task, n), build_datamodule(cfg).info)
     result = {"label": label, "method": cfg.method.name, "overrides": overrides,
               "parameters": sum(p.numel() for p in task.method.parameters()),
               "test": {k: metrics.get(k) for k in ("bpd", "bpd_se", "n_examples", "eval_kwargs")},

@@ -189,12 +189,13 @@ class QualityScorer:
             probs.append(logits.double().softmax(-1))
         return torch.cat(feats), torch.cat(probs)
 
-    def score(self, samples: Tensor) -> dict:
+    def score(self, samples: Tensor, info=None) -> dict:
         """Classifier FD against the training features and the confident share of samples
-        (in the data's own form: [−1, 1] floats, class indices or probabilities)."""
+        in the form of the data they model (``info``, default the classifier's): [−1, 1]
+        floats, class indices or probabilities."""
         if samples.shape[0] < 2:
             raise ValueError("the quality score needs at least 2 samples")
-        return self.score_unit(to_unit(samples.detach().cpu(), self.info))
+        return self.score_unit(to_unit(samples.detach().cpu(), info or self.info))
 
     def score_unit(self, images: Tensor) -> dict:
         """The score of images already in [0, 1] on the data's grey levels."""

@@ -119,8 +119,10 @@ def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,
                     for i, f in enumerate(steps)]
     else:
         return paths
-    if animation != "none" and len(pictures) > 1:
-        paths["animation"] = viz.save_animation(pictures, out / f"sampling.{animation}")
+    if animation != "none" and len(pictures) > 1:  # about 3 s, whatever the frame count
+        duration = max(40, min(150, 3000 // len(pictures)))
+        paths["animation"] = viz.save_animation(pictures, out / f"sampling.{animation}",
+                                                duration_ms=duration)
     return paths
 
 
