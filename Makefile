@@ -10,7 +10,7 @@ else
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-faults bench lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
+
+# every fault-injection test, the slow ones (kill -9 at many points, signals, a full tmpfs,
+# concurrent runs) included; `make test` runs the fast subset
+test-faults: $(STAMP)
+	$(VENV)/bin/pytest -q -m faults
 
 # Speed benchmarks (about 5 minutes on 2 CPU cores) plus short smoke runs of the two real-data
 # checks; their full runs: `$(PY) benchmarks/bench_bfn_mnist.py --minutes 30` and

@@ -11,6 +11,18 @@ next to the paper's 77.87 nats/image (25M-parameter U-Net, 1M steps of batch 512
 warm-up) are made for that budget; a short CPU run uses a higher learning rate, no dropout and
 a warmed-up EMA instead (see OVERRIDES). Training logs go to <run dir>/bench.log.
 Reads MNIST from ../shared/data/mnist (or $BAYESGEN_DATA_DIR/mnist); skips when absent.
+
+Side-by-side mode (``--side-by-side``): the official network (``experiment=mnist-bfn``,
+24.8M parameters) and the same architecture at the small proportions above (32 channels, one
+block per level, no dropout; ≈1.1M), trained with identical settings — the official optimizer
+(AdamW lr 1e-4, betas (0.9, 0.98), wd 0.01, grad clip 5), batch 64, raw weights (no EMA, which
+at 0.9999 would still be the initialisation) — to each of ``--steps`` (default 300 and 1500;
+every net at one budget before the next; later budgets resume the earlier run), each
+checkpoint evaluated on the first ``--test-examples`` test images with the official 784-step
+loss (per-coordinate receiver) and reconstruction. One JSON line per (net, steps):
+
+    nice -n 10 OMP_NUM_THREADS=2 python benchmarks/bench_bfn_mnist.py --side-by-side \
+        --test-examples 1000 --run-dir runs/bench-mnist-sbs
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ PAPER_NATS_PER_IMAGE = 77.87
 # betas (0.9, 0.98) wd 0.01 stay as in the official config)
 OVERRIDES = [
     "experiment=mnist-bfn",
-    "net.net.channel_mult=[1,2,2]", "net.net.num_res_blocks=1", "net.net.dropout=0.0",
+    "net.net.channel_mult=[1,2,2]", "net.net.dropout=0.0",
     "optim.warmup_steps=100", "ema.decay=0.999", "ema.warmup_steps=0", "ema.power=0.6666667",
     "data.num_workers=0", "data.download=false", "data.eval_batch_size=500",
     "trainer.max_steps=100000000", "trainer.val_check_interval=1000",
@@ -38,6 +50,76 @@ OVERRIDES = [
     "checkpoint.every_n_train_steps=500", "evaluate.max_batches=1",
     "sample.n=36", "method.sample_kwargs.n_steps=100",
 ]
+
+
+# the side-by-side recipe on top of experiment=mnist-bfn: its optimizer, batch 64, raw weights
+SIDE_BY_SIDE = [
+    "experiment=mnist-bfn", "ema.enabled=false",
+    "data.num_workers=0", "data.download=false", "data.eval_batch_size=10",
+    "trainer.limit_val_batches=0", "trainer.log_every_n_steps=10", "evaluate.max_batches=1",
+    "sample.n=1", "sample.animation=none", "sample.frames=1", "method.sample_kwargs.n_steps=2",
+]
+NETS = {  # name -> overrides of the inner U-Net
+    "official": [],
+    "small": ["net.net.model_channels=32", "net.net.num_res_blocks=1", "net.net.dropout=0.0"],
+}
+
+
+def side_by_side(args) -> int:
+    """Train each net to each budget (resuming), evaluate every budget; one JSON line each."""
+    import torch
+
+    from bayesgen.cli import main as bayesgen
+
+    root = Path(args.run_dir or tempfile.mkdtemp(prefix="bench_bfn_mnist_sbs_"))
+    steps = sorted(int(s) for s in args.steps.split(","))
+    n_test = min(args.test_examples, 10_000)
+    batch = min(100, n_test)
+    names = args.nets.split(",")
+    unknown = sorted(set(names) - set(NETS))
+    if unknown:
+        raise SystemExit(f"--nets: unknown net(s) {unknown}; choose from {sorted(NETS)}")
+    for budget in steps:  # every net at one budget before the next budget
+        for name in names:
+            run = root / name
+            run.mkdir(parents=True, exist_ok=True)
+            train = ["train", *SIDE_BY_SIDE, *NETS[name], f"data.batch_size={args.batch_size}",
+                     f"optim.lr={args.lr}", f"seed={args.seed}", f"trainer.max_steps={budget}",
+                     f"checkpoint.every_n_train_steps={steps[0]}", f"run_dir={run}"]
+            out = run / f"evaluate_784_step{budget}.json"
+            evaluate = ["evaluate", f"ckpt={run}", "n_steps=784", "receiver=per_coordinate",
+                        f"repeats={args.repeats}",
+                        f"batch_size={batch}", f"max_batches={math.ceil(n_test / batch)}",
+                        f"seed={args.seed}", f"out={out}"]
+            print(f"{name}: training to {budget} steps on {torch.get_num_threads()} thread(s); "
+                  f"log: {run / 'bench.log'}", file=sys.stderr, flush=True)
+            start = time.time()
+            with open(run / "bench.log", "a") as log, contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
+                if bayesgen(train) != 0:
+                    raise SystemExit(f"training failed; see {run / 'bench.log'}")
+                train_seconds = time.time() - start
+                if bayesgen(evaluate) != 0:
+                    raise SystemExit(f"evaluation failed; see {run / 'bench.log'}")
+            m = json.loads(out.read_text())
+            ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu",
+                              weights_only=False)
+            print(json.dumps({
+                "benchmark": "bfn_binarized_mnist_side_by_side", "net": name,
+                "parameters": sum(t.numel() for t in ckpt["state_dict"].values()),
+                "steps": ckpt["global_step"], "batch_size": args.batch_size, "lr": args.lr,
+                "test_nll_nats_per_image": round(m["nats_per_example"], 2),
+                "test_nll_nats_per_image_se": round(m["nats_per_example_se"], 2),
+                "l_recon_nats_per_image": round(m["l_recon_nats_per_dim"] * 784, 3),
+                "l_recon_nats_per_image_se": round(m["l_recon_nats_per_dim_se"] * 784, 3),
+                "l_transmit_nats_per_image": round(m["l_transmit_nats_per_dim"] * 784, 2),
+                "n_test_examples": m["n_examples"], "repeats": m["repeats"],
+                "receiver": m["receiver"],
+                "train_minutes_this_leg": round(train_seconds / 60, 1),
+                "eval_minutes": round((time.time() - start - train_seconds) / 60, 1),
+                "threads": torch.get_num_threads(), "run_dir": str(run),
+            }), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1,
                         help="784-step loss estimates per test image (the paper: 2000)")
     parser.add_argument("--channels", type=int, default=32, help="U-Net model_channels")
+    parser.add_argument("--res-blocks", type=int, default=1,
+                        help="U-Net residual blocks per level (the official net: 2, with "
+                             "--channels 128: 24.5M parameters)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="default 1e-3; 1e-4 (the official rate) with --side-by-side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="official vs small net at equal steps (see the module docstring)")
+    parser.add_argument("--steps", default="300,1500", help="side-by-side: step budgets")
+    parser.add_argument("--nets", default="small,official",
+                        help="side-by-side: nets to train, in this order")
     args = parser.parse_args(argv)
+    if args.side_by_side:
+        args.lr = 1e-4 if args.lr is None else args.lr  # the official optimizer
+        return side_by_side(args)
+    args.lr = 1e-3 if args.lr is None else args.lr
 
     import torch
 
@@ -68,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(args.minutes * 60)
     max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     train = ["train", *OVERRIDES, f"net.net.model_channels={args.channels}",
+             f"net.net.num_res_blocks={args.res_blocks}",
              f"data.batch_size={args.batch_size}", f"optim.lr={args.lr}", f"seed={args.seed}",
              f"+trainer.max_time={max_time}", f"run_dir={run}"]
     n_test = min(args.test_examples, 10_000)

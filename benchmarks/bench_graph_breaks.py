@@ -4,7 +4,7 @@
     python benchmarks/bench_graph_breaks.py --sizes toy image
 
 `torch._dynamo.explain` traces method.train_loss(x) and method.sample(n, <3 steps>) (the loop
-unrolled) for BSI, BFN continuous / discretized / discrete and IF (fixed-step Heun), on the
+unrolled) for BSI, BFN continuous / discretized / discrete, IF (fixed-step Heun) and VDM, on the
 networks of bench_overhead.py. One JSON line per method, size and function: the number of
 graphs and graph breaks, and each distinct break's reason and source line. A break is also a
 host-device synchronization on a GPU when its reason is a Tensor.item() or a branch on a tensor.
@@ -33,7 +33,7 @@ def explain(fn, *args, **kwargs) -> dict:
 
 
 def sampler_call(method: str, m, n: int):
-    if method == "bsi":
+    if method in ("bsi", "vdm"):
         return lambda: m.sample(n, k=3)
     if method.startswith("bfn"):
         return lambda: m.sample(n, n_steps=3)

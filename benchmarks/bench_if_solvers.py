@@ -4,7 +4,7 @@ roundtrip error to ≤ 1e-3, and the test log-likelihood in bits/dim. One JSON l
 measurement.
 
 Trains circles PR-preserving through the engine unless --run points at a run:
-    bayesgen train experiment=circles-if-prp net.hidden=128 net.depth=3 trainer.max_steps=10000
+    bayesgen train experiment=circles-if-prp-fast net.hidden=128 net.depth=3 trainer.max_steps=10000
 (ToyNet 128×3, 167k parameters — the experiment's 1.05M-parameter net trains at ~0.08 s/step on
 one CPU core, this one at ~0.02 s/step; ≈ 9 min). The experiment feeds the network's time
 embedding 0.01·c_noise; --net-time-scale 1 trains with c_noise = 999·t as given (EDM's and the
@@ -46,7 +46,7 @@ def train(out: Path, steps: int, time_scale: float | None = None) -> Path:
     if (run / "checkpoints" / "last.ckpt").is_file():
         return run
     start = time.time()
-    code = main(["train", "experiment=circles-if-prp", "net.hidden=128", "net.depth=3",
+    code = main(["train", "experiment=circles-if-prp-fast", "net.hidden=128", "net.depth=3",
                  f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps // 4}",
                  f"checkpoint.every_n_train_steps={steps // 4}", "sample.n=2000", *extra,
                  f"run_dir={run}"])

@@ -3,7 +3,7 @@
     python benchmarks/bench_overhead.py                      # toy and image size, all methods
     python benchmarks/bench_overhead.py --sizes image --batch-image 32 --threads 2
 
-For each method (BSI, BFN continuous / discretized / discrete, IF) and size, three timings on
+For each method (BSI, BFN continuous / discretized / discrete, IF, VDM) and size, three timings on
 one network and one batch, interleaved round by round (median):
   net     the network alone: zero_grad, forward on an input of the shape the method feeds it,
           mean-square loss, backward;
@@ -31,9 +31,10 @@ from common import record, setup, time_interleaved
 from bayesgen.methods.bfn import BFN
 from bayesgen.methods.bsi import BSI, Discretization
 from bayesgen.methods.inflationary import InflationaryFlow
+from bayesgen.methods.vdm import VDM
 from bayesgen.nets import MLP, BinaryImageAdapter, VDMUNet
 
-METHODS = ("bsi", "bfn_continuous", "bfn_discretized", "bfn_discrete", "if")
+METHODS = ("bsi", "bfn_continuous", "bfn_discretized", "bfn_discrete", "if", "vdm")
 TOY_CLASSES = 4  # discrete BFN on the toy size: 2 variables with 4 classes each
 
 
@@ -54,6 +55,9 @@ def build(method: str, size: str, batch: int, device: torch.device):
     if method == "bsi":
         disc = Discretization.image_8bit() if size == "image" else None
         m = BSI(net, shape, discretization=disc)
+    elif method == "vdm":
+        disc = Discretization.image_8bit() if size == "image" else None
+        m = VDM(net, shape, discretization=disc)
     elif method == "bfn_continuous":
         m = BFN.continuous(net, shape)
     elif method == "bfn_discretized":

@@ -4,15 +4,15 @@ the network under ``torch.compile`` (and CUDA graphs, ``mode="reduce-overhead"``
     python benchmarks/bench_sampling.py                         # toy size, all methods
     python benchmarks/bench_sampling.py --sizes toy image --n-image 16
 
-Steps: BSI k steps (k + 1 network calls), BFN n steps (n + 1 calls), IF fixed-step Heun with
-n steps (2n calls). The sampler loops stay in Python; the compiled variants compile the network
-(`method.model = torch.compile(net)`). The first call of a compiled variant includes its
-compilation: reported as warmup_s (first call minus a steady call). Sizes as in
-bench_overhead.py: "toy" = the MLP on 2-D data (n = 1024 samples), "image" = the small VDM
-U-Net on 3×32×32. One JSON line per method, size, variant and step count; samples_per_s is
-wall clock, samples_per_cpu_s the process's CPU time (steadier on a shared CPU), and
-sampler_overhead the sampler's CPU time over that of its network calls alone (1 = the loop
-costs nothing beyond the network).
+Steps: BSI k steps (k + 1 network calls), BFN n steps (n + 1 calls), IF fixed-step Heun with n
+steps (2n calls), VDM k ancestral steps (k calls). The sampler loops stay in Python; the
+compiled variants compile the network (`method.model = torch.compile(net)`). The first call of a
+compiled variant includes its compilation: reported as warmup_s (first call minus a steady
+call). Sizes as in bench_overhead.py: "toy" = the MLP on 2-D data (n = 1024 samples), "image" =
+the small VDM U-Net on 3×32×32. One JSON line per method, size, variant and step count;
+samples_per_s is wall clock, samples_per_cpu_s the process's CPU time (steadier on a shared
+CPU), and sampler_overhead the sampler's CPU time over that of its network calls alone (1 = the
+loop costs nothing beyond the network).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from common import record, setup, synchronize, time_interleaved
 
 
 def sampler(method: str, m, n: int, steps: int):
-    if method == "bsi":
+    if method in ("bsi", "vdm"):
         return lambda: m.sample(n, k=steps)
     if method.startswith("bfn"):
         return lambda: m.sample(n, n_steps=steps)
@@ -34,7 +34,7 @@ def sampler(method: str, m, n: int, steps: int):
 
 
 def network_calls(method: str, steps: int) -> int:
-    return 2 * steps if method == "if" else steps + 1
+    return {"if": 2 * steps, "vdm": steps}.get(method, steps + 1)
 
 
 def net_input(method: str, m, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

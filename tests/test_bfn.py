@@ -443,6 +443,18 @@ def test_continuous_recon_with_official_discretized_evaluation():
     assert bfn.recon_loss(x)[1].item() > 100
 
 
+def test_train_loss_without_ln_sigma_is_bsi_baselines_scale():
+    """BSI's BFN baseline trains on σ1^(−2t)·MSE: L∞/D divided by −ln σ1."""
+    x = torch.rand(6, 3, 4, 4, dtype=F64) * 2 - 1
+    kept = BFN.continuous(eps_net, (3, 4, 4), sigma_1=1e-3)
+    dropped = BFN.continuous(eps_net, (3, 4, 4), sigma_1=1e-3, train_loss_ln_sigma=False)
+    ratio = kept.train_loss(x, generator=gen(1)) / dropped.train_loss(x, generator=gen(1))
+    torch.testing.assert_close(ratio, torch.full((6,), -math.log(1e-3), dtype=F64))
+    # the ELBO is the same either way
+    torch.testing.assert_close(kept.elbo(x, generator=gen(2))[0],
+                               dropped.elbo(x, generator=gen(2))[0])
+
+
 def test_bad_inputs_raise_value_errors():
     cont = BFN.continuous(eps_net, (2,))
     disc = BFN.discretized(image_net, (2,), num_bins=16)

@@ -59,11 +59,16 @@ def train_evaluate_sample(tmp_path, train_args, n_steps, sample_args=(), capsys=
     return metrics, evaluation, samples
 
 
-def test_continuous_digits(tmp_path):
+def test_continuous_digits(tmp_path, capsys):
     _, ev, x = train_evaluate_sample(
         tmp_path, ["data=digits", "method=bfn_continuous", "net.hidden=32", "net.depth=1"], 10)
     assert x.shape == (3, 1, 8, 8) and x.abs().max() <= 1
     assert (tmp_path / "s/sampling.gif").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", f"ckpt={tmp_path / 'run'}", "receiver=joint"]) != 0
+    assert "discrete BFN only" in capsys.readouterr().err
+    assert main(["evaluate", f"ckpt={tmp_path / 'run'}", "receiver=both"]) != 0
+    assert "per_coordinate' or 'joint" in capsys.readouterr().err
 
 
 def test_discretized_digits_17_bins(tmp_path):
@@ -84,6 +89,13 @@ def test_discrete_binarized_mnist_official_config(tmp_path):
     assert set(x.unique().tolist()) <= {0, 1}
     assert ev["nats_per_example"] == pytest.approx(ev["nats_per_dim"] * 784)
     assert 0 < ev["bpd"] < 12  # an untrained net: about K·β(1)/4 nats per pixel
+    assert ev["receiver"] == "per_coordinate"  # the config's default: what 77.87 used
+    out = tmp_path / "joint.json"
+    assert main(["evaluate", f"ckpt={tmp_path / 'run'}", "n_steps=784", "max_batches=1",
+                 "receiver=joint", f"out={out}"]) == 0
+    joint = json.loads(out.read_text())
+    assert joint["receiver"] == "joint" and joint["l_recon_nats_per_dim"] > 0
+    assert joint["l_transmit_nats_per_dim"] != pytest.approx(ev["l_transmit_nats_per_dim"])
 
 
 @needs_mnist

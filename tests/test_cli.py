@@ -34,10 +34,10 @@ def test_train_writes_all_outputs(run_dir):
 
 
 def test_resume_continues_from_last_checkpoint(run_dir):
-    before = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    before = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert before["global_step"] == 6
     assert main(["train", f"from_ckpt={run_dir}", "trainer.max_steps=9"]) == 0
-    after = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    after = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert after["global_step"] == 9
     # the optimizer state came along: Adam's step counter continued from 6
     state = next(iter(after["optimizer_states"][0]["state"].values()))
@@ -124,8 +124,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "resume with" in out
-    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     step = ckpt["global_step"]
     assert step > 0
     assert main(["train", f"from_ckpt={run}", f"trainer.max_steps={step + 2}"]) == 0
-    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == step + 2
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == step + 2

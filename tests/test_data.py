@@ -226,6 +226,37 @@ def test_cifar10_from_python_tarball(offline, tmp_path, monkeypatch):
     assert torch.equal(x16, centres[idx])
 
 
+PINNED_BFN_VAL = [159, 167, 283, 461, 527]  # the first CIFAR-10 validation images of BFN
+
+
+def test_reference_splits_are_the_references_random_splits():
+    """The very (val, train) indices of torch's random_split as BFN's data.py and BSI's CIFAR-10
+    module call it: fractions (train first) with their fixed generator seeds."""
+    from torch.utils.data import random_split
+
+    for name, n, n_val in (("bfn", 50_000, 500), ("bfn", 60_000, 600), ("bsi", 50_000, 5000)):
+        val, train = info_module.reference_split(n, name)
+        fractions, seed = info_module.REFERENCE_SPLITS[name]
+        ref_train, ref_val = random_split(range(n), list(fractions),
+                                          generator=torch.Generator().manual_seed(seed))
+        assert (len(val), len(train)) == (n_val, n - n_val)
+        assert set(val.tolist()) == set(ref_val.indices)
+        assert set(train.tolist()) == set(ref_train.indices)
+    # pinned, so that a change of torch's random_split shows up here
+    assert info_module.reference_split(50_000, "bfn")[0][:5].tolist() == PINNED_BFN_VAL
+    with pytest.raises(ValueError, match="reference_split"):
+        info_module.reference_split(10, "vdm")
+
+
+def test_cifar10_reference_split(offline, tmp_path, monkeypatch):
+    tgz, pixels = make_fake_cifar(tmp_path / "cifar")
+    monkeypatch.setattr(images_module, "CIFAR10_TGZ_MD5", md5(tgz.read_bytes()))
+    train, val, _, _ = build_datasets("cifar10", root=tmp_path / "cifar", reference_split="bsi")
+    val_idx, train_idx = info_module.reference_split(30, "bsi")
+    assert (len(train), len(val)) == (len(train_idx), len(val_idx)) == (27, 3)
+    assert torch.equal(val[0][0], torch.from_numpy(pixels[val_idx[0]]).float() / 127.5 - 1)
+
+
 # ----------------------------------------------------------------------------- text
 def test_encode_decode_roundtrip():
     idx = encode_text("Hello, World! xyz")
@@ -269,6 +300,22 @@ def test_text8_zip_checksum_and_split(offline, tmp_path, monkeypatch):
     assert (len(train), len(val), len(test)) == (180, 10, 10)
     assert decode_text(train[0][0]) == text[:100]
     assert decode_text(test[9][0]) == text[-100:]
+    # BFN's official training windows: one at every offset; val/test stay non-overlapping
+    train, val, test, _ = build_datasets("text8", root=folder, seq_len=100, train_stride=1)
+    assert (len(train), len(val), len(test)) == (18_000 - 100 + 1, 10, 10)
+    assert decode_text(train[7][0]) == text[7:107]
+    assert decode_text(train[len(train) - 1][0]) == text[17_900:18_000]
+    with pytest.raises(IndexError):
+        train[len(train)]
+
+
+def test_text_windows_every_stride():
+    chunks = text_module.TextChunks(np.arange(10, dtype=np.uint8) % 27, seq_len=4, stride=3)
+    assert [chunks[i][0].tolist() for i in range(len(chunks))] == [
+        [0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    assert len(text_module.TextChunks(np.zeros(3, np.uint8), seq_len=4, stride=1)) == 0
+    with pytest.raises(ValueError, match="train_stride"):
+        text_module.TextChunks(np.zeros(9, np.uint8), seq_len=4, stride=-1)
 
 
 # ----------------------------------------------------------------------------- preparation
@@ -308,8 +355,11 @@ def test_prepare_image_zip_from_class_folders(tmp_path):
     assert json.loads(zipfile.ZipFile(same).read("dataset.json"))["labels"][3][1] == 1
 
 
-def test_prepare_image_zip_from_cifar_tarball(tmp_path):
+def test_prepare_image_zip_from_cifar_tarball(tmp_path, monkeypatch):
     tgz, pixels = make_fake_cifar(tmp_path, per_batch=2)
+    with pytest.raises(DatasetNotFoundError, match="not the official CIFAR-10"):  # md5 first
+        prepare_image_zip(tgz, tmp_path / "cifar.zip", split="test", progress=False)
+    monkeypatch.setattr(images_module, "CIFAR10_TGZ_MD5", md5(tgz.read_bytes()))
     dest = prepare_image_zip(tgz, tmp_path / "cifar.zip", split="test", progress=False)
     train, val, test, info = build_datasets("image_zip", root=dest, val_size=0)
     assert len(train) == 2

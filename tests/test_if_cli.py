@@ -11,11 +11,11 @@ from PIL import Image
 
 from bayesgen.cli import main
 
-TINY_TOY = ["experiment=circles-if-prp", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
+TINY_TOY = ["experiment=circles-if-prp-fast", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
             "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
             "checkpoint.every_n_train_steps=3", "optim.warmup_steps=2", "sample.n=16",
             "sample.frames=3", "evaluate.max_batches=1", "data.batch_size=128",
-            "data.eval_batch_size=128", "+data.n_train=1024", "+data.n_val=128",
+            "data.eval_batch_size=128", "data.n_train=1024", "+data.n_val=128",
             "+data.n_test=256", "trainer.log_every_n_steps=1"]
 
 

@@ -222,6 +222,24 @@ def test_roundtrip_mse_by_hand_without_wraparound():
     assert roundtrip_mse(*two).item() == pytest.approx(expected / 2)
 
 
+def test_reference_uint8_squares_only_under_report():
+    """The reference squares uint8 differences: d² mod 256, exact below 16, never above d²."""
+    import numpy as np
+
+    from bayesgen.metrics.roundtrip import reference_uint8_squared_error
+
+    a = torch.arange(256).repeat_interleave(256).to(torch.uint8)
+    b = torch.arange(256).repeat(256).to(torch.uint8)
+    ref = reference_uint8_squared_error(a, b)
+    d2 = (a.long() - b.long()) ** 2
+    assert torch.equal(ref, d2 % 256) and (ref <= d2).all()
+    small = (a.long() - b.long()).abs() < 16
+    assert torch.equal(ref[small], d2[small]) and (ref[~small] < d2[~small]).float().mean() > 0.9
+    # numpy's uint8 arithmetic (calc_roundtrip_mse.py) gives the same numbers
+    an, bn = a.numpy(), b.numpy()
+    assert np.array_equal(((an - bn) ** 2).astype(np.int64), ref.numpy())
+
+
 def test_relative_roundtrip_error():
     x = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     back = torch.tensor([[3.0, 4.5], [0.0, 0.0]])

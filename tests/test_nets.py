@@ -12,10 +12,13 @@ from bayesgen.nets import (
     ChannelsLastCategorical,
     ClassifierFreeGuidance,
     FourierFeatures,
+    NyquistEmbedding,
     SinusoidalEmbedding,
     build_net,
     count_parameters,
 )
+from bayesgen.nets.bfn_unet import vdm_time_embedding
+from bayesgen.nets.transformer import bfn_position_encoding
 
 B = 2
 
@@ -24,6 +27,8 @@ TINY = {
     "mlp": (dict(data_shape=(3,), hidden=16), (B, 3)),
     "toy": (dict(data_shape=(2,), hidden=16, depth=2), (B, 2)),
     "vdm_unet": (dict(width=16, n_blocks=2, groups=4, fourier_exponents=(0, 1)), (B, 3, 8, 8)),
+    "bfn_vdm_unet": (dict(width=16, n_blocks=2, groups=4, fourier_exponents=(0, 1)),
+                     (B, 3, 8, 8)),
     "improved_unet": (dict(in_channels=1, model_channels=32, num_res_blocks=1, num_heads=2,
                            attention_resolutions=(2,)), (B, 1, 28, 28)),
     "song_unet": (dict(resolution=8, model_channels=16, channel_mult=(1, 2), num_blocks=1,
@@ -124,12 +129,19 @@ def test_bad_time_shape_is_refused():
 
 
 # Full-size parameter counts, built on the meta device (no memory) --------------------------
+BFN_MNIST = dict(in_channels=1, time_scale=4000.0, time_channel=True, project_input=True,
+                 skip=True)
 FULL = [
-    ("vdm_unet", {}, 28e6, 0.10),  # BSI / BFN CIFAR-10 U-Net, "about 28M"
-    ("improved_unet", dict(in_channels=1, dropout=0.5), 25e6, 0.15),  # BFN binarized MNIST
+    ("vdm_unet", {}, 28_093_059, 0),  # BSI's DenoisingVDMUNet (CIFAR-10)
+    ("bfn_vdm_unet", {}, 30_722_188, 0),  # BFN's UNetVDM + adapters, continuous CIFAR-10
+    ("bfn_vdm_unet", dict(out_channels=6), 30_722_584, 0),  # ... discretized (mean, log-std)
+    ("improved_unet", BFN_MNIST, 24_808_961, 0),  # BFN's binarized-MNIST UNetModel + adapters
+    ("improved_unet", dict(in_channels=1), 24_515_585, 0),  # the plain improved-diffusion net
     ("song_unet", {}, 55.7e6, 0.10),  # EDM DDPM++ CIFAR-10
     ("dit", {}, 479e6, 0.01),  # DiT-L/2 of BSI
-    ("transformer", {}, 170e6, 0.10),  # BFN text8
+    ("transformer", {}, 170_175_003, 0),  # BFN's text8 GPT + TextInputAdapter
+    ("transformer", dict(time_embedding="sinusoidal", position_encoding="transformer"),
+     170_764_059, 0),  # bayesgen's earlier text net
     ("toy", dict(data_shape=(2,)), 1.12e6, 0.10),  # IF reference ToyConvUNet (1,122,204)
 ]
 
@@ -145,6 +157,23 @@ def test_full_size_parameter_count(name, kwargs, target, rel):
 def test_song_unet_matches_edm_exactly():
     with torch.device("meta"):
         assert count_parameters(build_net("song_unet")) == 55_732_739
+        # EDM's augmentation-label input: a bias-free Linear(9, 128)
+        assert count_parameters(build_net("song_unet", augment_dim=9)) == 55_732_739 + 9 * 128
+
+
+def test_song_unet_augment_labels():
+    torch.manual_seed(0)
+    kwargs = dict(resolution=8, model_channels=16, channel_mult=(1, 2), num_blocks=1,
+                  attn_resolutions=(4,))
+    net = build_net("song_unet", augment_dim=9, **kwargs).double()
+    x, t = torch.randn(B, 3, 8, 8, dtype=torch.float64), torch.rand(B, dtype=torch.float64)
+    zero = torch.zeros(B, 9, dtype=torch.float64)
+    torch.testing.assert_close(net(x, t, augment_labels=zero), net(x, t))  # sampling: no labels
+    with torch.no_grad():
+        net.out[-1].weight.normal_()  # EDM starts the output near zero
+    assert not torch.allclose(net(x, t, augment_labels=zero + 1), net(x, t))
+    with pytest.raises(ValueError, match="augment_dim"):
+        build_net("song_unet", **kwargs)(x.float(), t.float(), augment_labels=zero.float())
 
 
 # Embeddings ------------------------------------------------------------------------------
@@ -198,6 +227,17 @@ def test_channels_last_categorical_with_image_net():
     assert out.shape == theta.shape
 
 
+def test_binary_image_adapter_official_input_class():
+    """BFN's official MNIST code feeds the net 2·P(class 0) − 1."""
+    theta = torch.rand(B, 1, 6, 6, dtype=torch.float64)
+    theta = torch.stack([1 - theta, theta], -1)
+    adapter = BinaryImageAdapter(Recorder(), input_class=0)
+    adapter(theta, torch.rand(B))
+    torch.testing.assert_close(adapter.net.seen, 2 * theta[..., 0] - 1)
+    with pytest.raises(ValueError, match="input_class"):
+        BinaryImageAdapter(Recorder(), input_class=2)
+
+
 def test_binary_image_adapter():
     theta = torch.rand(B, 1, 6, 6, dtype=torch.float64)
     theta = torch.stack([1 - theta, theta], -1)
@@ -222,3 +262,72 @@ def test_classifier_free_guidance():
     w = 1.5
     expected = (1 + w) * net(x, t, class_labels=y) - w * net(x, t, class_labels=-torch.ones_like(y))
     torch.testing.assert_close(ClassifierFreeGuidance(net, w)(x, t, class_labels=y), expected)
+
+
+def test_nyquist_embedding():
+    """BSI's time embedding: interleaved sin/cos of 2π·f·t, f geometric from 1/8 to 50/(2φ)."""
+    e = NyquistEmbedding(8, expected_rate=100)(torch.tensor([0.0, 0.3], dtype=torch.float64))
+    golden = (1 + math.sqrt(5)) / 2
+    f = torch.logspace(math.log10(1 / 8), math.log10(50 / (2 * golden)), 4, dtype=torch.float64)
+    angle = 2 * math.pi * f * 0.3
+    torch.testing.assert_close(e[1, 0::2], angle.sin(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(e[1, 1::2], angle.cos(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(e[0], torch.tensor([0.0, 1.0] * 4, dtype=torch.float64))
+
+
+def test_vdm_time_embedding():
+    """VDM's embedding of 1000·(t + 0.001): frequencies 10⁴^(−i/(half − 1)), sines first."""
+    e = vdm_time_embedding(torch.tensor([0.5], dtype=torch.float64), 8)
+    omega = 10_000.0 ** (-torch.arange(4, dtype=torch.float64) / 3)
+    angle = 1000 * 0.501 * omega
+    torch.testing.assert_close(e[0], torch.cat([angle.sin(), angle.cos()]))
+
+
+def test_bfn_position_encoding():
+    """BFN's pe_encode: sin(p/1000^(j/D)) at even j, cos(p/1000^(j/D)) at odd j."""
+    pe = bfn_position_encoding(5, 6)
+    for p, j in ((3, 2), (4, 3), (1, 0)):
+        angle = p / 1000 ** (j / 6)
+        expected = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+        assert pe[p, j].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_net_time_input_is_linear_in_t():
+    """The official TextInputAdapter adds Linear(2t − 1) to every token: linear in t."""
+    net = build_net("transformer", **TINY["transformer"][0]).double().eval()
+    x, _ = make_input("transformer", TINY["transformer"][1])
+    ts = [torch.full((B,), v, dtype=torch.float64) for v in (0.2, 0.5, 0.8)]
+    tokens = []
+    hook = net.drop.register_forward_hook(lambda m, i, o: tokens.append(i[0]))
+    for t in ts:
+        net(x, t)
+    hook.remove()
+    torch.testing.assert_close(tokens[1] - tokens[0], tokens[2] - tokens[1])
+
+
+def test_bfn_mnist_unet_options():
+    """Time channel, input projection and the skip head of BFN's official MNIST net: at
+    initialisation (output conv zero) the output is the head applied to the projected
+    [x, 2t − 1]."""
+    torch.manual_seed(0)
+    net = build_net("improved_unet", in_channels=1, model_channels=32, num_res_blocks=1,
+                    num_heads=2, time_channel=True, project_input=True, skip=True).double()
+    x = torch.randn(B, 1, 28, 28, dtype=torch.float64)
+    t = torch.tensor([0.1, 0.7], dtype=torch.float64)
+    plane = (2 * t - 1).view(B, 1, 1, 1).expand(B, 1, 28, 28)
+    projected = net.project(torch.cat([x, plane], dim=1))
+    zeros = torch.zeros(B, 32, 28, 28, dtype=torch.float64)
+    expected = net.head(torch.cat([projected, zeros], dim=1))
+    torch.testing.assert_close(net(x, t), expected)
+    assert net.project.in_channels == 2 and net.head.in_channels == 64
+
+
+def test_bfn_vdm_unet_head_sees_the_input():
+    """BFN's output adapter maps [input, features] per pixel; at initialisation the features
+    are zero (zero-initialised output conv), so the output is affine in the input."""
+    torch.manual_seed(0)
+    net = build_net("bfn_vdm_unet", **TINY["bfn_vdm_unet"][0], out_channels=6).double()
+    x, t = make_input("bfn_vdm_unet", (B, 3, 8, 8))
+    zeros = torch.zeros(B, 16, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(net(x, t), net.head(torch.cat([x, zeros], dim=1)))
+    assert len(net.up) == len(net.down) + 1  # 33 up blocks for 32 down blocks

@@ -15,7 +15,6 @@ from submitit.slurm.slurm import SlurmJob
 
 from bayesgen.cli import main, run_training
 from bayesgen.training.build import compose_config
-from bayesgen.training.callbacks import SaveLastCheckpoint
 
 TINY = ["data=digits", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
         "trainer.val_check_interval=1000", "checkpoint.every_n_train_steps=3",
@@ -92,14 +91,18 @@ class Killed(Exception):
 
 
 class Preempt(Callback):
-    """Slurm's warning before a preemption or the time limit: SIGUSR1 after ``step`` steps."""
+    """Slurm's warning before a preemption or the time limit: SIGUSR1 after ``step`` steps;
+    the job is killed a step later."""
 
     def __init__(self, step: int):
         self.step = step
 
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGUSR1)  # Lightning: save hpc_ckpt_1.ckpt, requeue
+            # Lightning: save hpc_ckpt_1.ckpt and requeue — deferred to the start of the next
+            # step, where the state is consistent
+            os.kill(os.getpid(), signal.SIGUSR1)
+        if trainer.global_step == self.step + 1:
             raise Killed
 
 
@@ -111,15 +114,13 @@ class CountSteps(Callback):
         self.steps += 1
 
 
-def test_preemption_saves_a_checkpoint_that_the_requeued_job_resumes(
-        slurm_job, tmp_path, monkeypatch):
+def test_preemption_saves_a_checkpoint_that_the_requeued_job_resumes(slurm_job, tmp_path):
     cfg = compose_config([*TINY, f"run_dir={tmp_path / 'run'}"])
-    with monkeypatch.context() as m:  # SIGKILL runs no Python: nothing saved on the way out
-        m.setattr(SaveLastCheckpoint, "on_exception", lambda *args: None)
-        with pytest.raises(Killed):
-            run_training(cfg, callbacks=[Preempt(step=4)])
+    with pytest.raises(Killed):  # nothing is saved on an error (SIGKILL runs no Python either)
+        run_training(cfg, callbacks=[Preempt(step=4)])
+
     def step(path):
-        return torch.load(tmp_path / "run" / path, weights_only=False)["global_step"]
+        return torch.load(tmp_path / "run" / path, weights_only=True)["global_step"]
 
     assert step("hpc_ckpt_1.ckpt") == 4 and step("checkpoints/last.ckpt") == 3
     assert slurm_job.read_text().split() == ["requeue", "4242"]
@@ -127,6 +128,6 @@ def test_preemption_saves_a_checkpoint_that_the_requeued_job_resumes(
     count = CountSteps()
     run_training(cfg, callbacks=[count])  # the requeued job: same command, same directory
     assert count.steps == 2  # steps 5 and 6
-    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 6
     assert int(next(iter(last["optimizer_states"][0]["state"].values()))["step"]) == 6  # Adam's

@@ -72,3 +72,69 @@ def test_compiled_train_loss_matches_eager():
     eager = task.method.train_loss(x, generator=torch.Generator().manual_seed(0))
     compiled = task.train_loss(x, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(eager, compiled, rtol=1e-4, atol=1e-5)
+
+
+def test_ema_edm_halflife_with_rampup():
+    """EDM's EMA: decay 0.5^(B/h), h = min(half-life, ratio·images seen before the update)."""
+    ema = EMA(halflife_images=500_000, rampup_ratio=0.05)
+    ema.images_per_step = 512
+    decay = ema.decay_at(torch.tensor([1, 2, 11, 10**6])).tolist()
+    assert decay[0] == 0.0  # the first update copies
+    assert decay[1] == pytest.approx(0.5 ** (512 / (0.05 * 512)))  # h = 0.05·512 images
+    assert decay[2] == pytest.approx(0.5 ** (1 / (0.05 * 10)))
+    assert decay[3] == pytest.approx(0.5 ** (512 / 500_000))  # 0.99929 once ramped up
+    no_ramp = EMA(halflife_images=500_000)
+    no_ramp.images_per_step = 512
+    assert no_ramp.decay_at(torch.tensor(2)).item() == pytest.approx(0.5 ** (512 / 500_000))
+    with pytest.raises(ValueError, match="halflife"):
+        EMA(halflife_images=0)
+
+
+def test_ema_halflife_learns_images_per_step_from_the_trainer(tmp_path):
+    import lightning as L
+
+    from bayesgen.data import DataModule
+
+    dm = DataModule("circles", batch_size=32, n_train=256, n_val=32, n_test=32)
+    task = make_task()
+    ema = EMA(halflife_images=1000, rampup_ratio=0.05)
+    trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2, callbacks=[ema], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    assert ema.images_per_step == 64  # batch 32 x 2 accumulated x 1 process
+
+
+def test_official_weight_decay_groups():
+    """nanoGPT's groups (BFN's text8 run): only Linear/conv weights decay."""
+    from bayesgen.nets import Transformer
+    from bayesgen.training.task import weight_decay_groups
+
+    net = Transformer(vocab_size=5, seq_len=8, n_layer=2, n_head=2, n_embd=16)
+    decay, no_decay = weight_decay_groups(net, only_layer_weights=True)
+    linear = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Linear)}
+    assert {id(p) for p in decay} == linear
+    assert len(decay) + len(no_decay) == len(list(net.parameters()))
+    assert all(p.ndim == 1 for p in no_decay)  # biases and LayerNorm parameters
+    everything, none = weight_decay_groups(net, only_layer_weights=False)
+    assert len(everything) == len(list(net.parameters())) and none == []
+
+
+def test_augmented_training_step_feeds_labels_to_the_net():
+    from bayesgen.training.augment import AugmentPipe
+
+    seen = {}
+
+    class Method(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def train_loss(self, x, augment_labels=None):
+            seen["labels"] = augment_labels
+            return (x.flatten(1) * self.w).sum(1)
+
+    task = GenerativeTask(Method(), augment=AugmentPipe(p=1.0, xflip=1e8, scale=1))
+    task.log = lambda *a, **k: None
+    task.training_step((torch.randn(4, 3, 8, 8), torch.full((4,), -1)), 0)
+    assert seen["labels"].shape == (4, 2)

@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line (``bayesgen: error: ...``), exit
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -65,6 +66,13 @@ def _int_or_inf(value: str) -> int | None:
     return n
 
 
+def _finite_float(value: str) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n <= 0:
@@ -84,30 +92,44 @@ Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, sa
 sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
     if any(a in ("-m", "--multirun") for a in args):
         return _hydra_main(args)
-    from bayesgen.training.build import compose_config
+    from bayesgen.training.validate import check_resume_overrides, compose_checked, validate_config
 
-    cfg = _compose_with_resume(args, compose_config)
+    if any(a.startswith("from_ckpt=") for a in args):
+        check_resume_overrides([a for a in args if not a.startswith("from_ckpt=")])
+    cfg = _compose_with_resume(args, compose_checked)
+    validate_config(cfg, args)  # types, ranges, data/method/net: before any work starts
     run_training(cfg)
     return 0
 
 
 def _compose_with_resume(args: list[str], compose):
-    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config."""
+    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config.
+
+    ``from_ckpt=RUN`` takes the newest checkpoint of RUN that loads (reporting any that does
+    not); the run continues in the directory the checkpoint lies in (a copied or moved run
+    continues where it now is), unless ``run_dir=`` says otherwise."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from bayesgen.training.build import find_checkpoint
+    from bayesgen.training.checkpoint import (
+        checkpoint_config,
+        newest_intact_checkpoint,
+        read_checkpoint,
+        run_dir_of,
+    )
 
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("from_ckpt=")), None)
     if resume is None:
         return compose(args)
-    import torch
-
-    path = find_checkpoint(resume)
-    saved = torch.load(path, map_location="cpu", weights_only=False).get("bayesgen_config")
-    if saved is None:
-        raise UsageError(f"{path} has no bayesgen config; was it written by bayesgen train?")
-    cfg = OmegaConf.create(saved)
+    path = Path(resume)
+    if path.is_dir() and (found := newest_intact_checkpoint(path, say=_say)) is not None:
+        path, ckpt = found
+    else:
+        path = find_checkpoint(path)
+        ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    del ckpt
     OmegaConf.set_struct(cfg, True)
     parser = OverridesParser.create()
     for override in parser.parse_overrides([a for a in args if not a.startswith("from_ckpt=")]):
@@ -118,17 +140,36 @@ def _compose_with_resume(args: list[str], compose):
             raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
     OmegaConf.set_struct(cfg, False)
     cfg.from_ckpt = str(path)
+    if not any(a.startswith("run_dir=") for a in args):
+        cfg.run_dir = str(run_dir_of(path))
     return cfg
 
 
 def _hydra_main(args: list[str]) -> int:
-    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point."""
+    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point. The launcher and every
+    swept value are checked before anything is launched."""
     import hydra
+
+    from bayesgen.training.validate import (
+        check_launcher,
+        compose_checked,
+        sweep_configs,
+        validate_config,
+    )
+
+    check_launcher(args)
+    for overrides in sweep_configs([a for a in args if a not in ("-m", "--multirun")]):
+        validate_config(compose_checked(overrides), overrides)
 
     @hydra.main(config_path="conf", config_name="config", version_base=None)
     def main(cfg):
         from hydra.core.hydra_config import HydraConfig
 
+        try:
+            validate_config(cfg)
+        except ValueError as e:  # Hydra would print a traceback
+            print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
+            raise SystemExit(2) from None
         run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
 
     sys.argv = ["bayesgen-train", *args]
@@ -137,109 +178,200 @@ def _hydra_main(args: list[str]) -> int:
 
 
 def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None) -> Path:
-    """Train, then write ``ema.safetensors``, ``metrics.json`` (test bpd) and samples.
+    """Train, then write ``ema.safetensors``, samples and ``metrics.json`` (test bpd).
 
-    A run directory that already holds a checkpoint (``checkpoints/last.ckpt``, or the
-    ``hpc_ckpt_<n>.ckpt`` Lightning saves when Slurm signals a preemption) resumes from the newest
-    one, so a requeued job continues where it stopped. With several processes, the outputs
+    A run directory that already holds a checkpoint (``checkpoints/last.ckpt``, the
+    ``hpc_ckpt_<n>.ckpt`` Lightning saves when Slurm signals a preemption, or a periodic
+    ``step<n>.ckpt``) resumes from the newest one that loads, so a requeued job continues where
+    it stopped; a run already at ``trainer.max_steps`` only writes the outputs it lacks. One
+    process trains in a directory at a time (`RunLock`). With several processes, the outputs
     after training are written by rank zero alone."""
-    import lightning as L
-    import torch
-    from omegaconf import OmegaConf
-    from safetensors.torch import save_file
-
-    from bayesgen.training.build import (
-        build_datamodule,
-        build_task,
-        build_trainer,
-        is_sharded,
-        latest_checkpoint,
-        load_checkpoint,
-    )
-    from bayesgen.training.callbacks import SaveLastCheckpoint
-    from bayesgen.training.outputs import evaluate_bpd, sample_labels, write_json, write_samples
+    from bayesgen.training.lock import RunLock
 
     resume = Path(cfg.from_ckpt) if cfg.get("from_ckpt") else None
     run_dir = _run_dir(cfg, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None and (resume := latest_checkpoint(run_dir)) is not None:
-        _say(f"resuming from {resume}")
+    lock = RunLock(run_dir, say=_say).acquire()
+    try:
+        return _train_in(cfg, run_dir, resume, callbacks)
+    finally:
+        lock.release()
+
+
+def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None) -> Path:
+    import warnings
+
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from bayesgen.training.build import build_datamodule, build_task, build_trainer, is_sharded
+    from bayesgen.training.build import load_checkpoint as load_task
+    from bayesgen.training.callbacks import ExactResume, GracefulStop, SaveLastCheckpoint
+    from bayesgen.training.checkpoint import (
+        NonFiniteError,
+        newest_intact_checkpoint,
+        read_checkpoint,
+        remove_stale_temps,
+        write_text,
+    )
+    from bayesgen.training.lock import is_primary_process
+    from bayesgen.training.metrics_csv import trim_metrics
+
+    if is_primary_process():
+        removed = remove_stale_temps(run_dir, run_dir / "checkpoints", run_dir / "logs",
+                                     run_dir / "samples")
+        if removed:
+            _say(f"removed {len(removed)} partial file(s) of an interrupted write: "
+                 + ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
+    step = 0
+    if resume is None and (found := newest_intact_checkpoint(run_dir, say=_say)) is not None:
+        resume, ckpt = found
+        step = int(ckpt.get("global_step", 0))
+        del ckpt, found
+    elif resume is not None:
+        step = int(read_checkpoint(resume).get("global_step", 0))
+    if resume is not None:
+        _say(f"resuming from {resume} (step {step})")
     os.environ["BAYESGEN_RUN_DIR"] = str(run_dir.resolve())  # for Lightning's child processes
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    max_steps = cfg.trainer.max_steps
+    if resume is not None and max_steps is not None and 0 <= max_steps <= step:
+        return _finished_run(cfg, run_dir, resume, step) if is_primary_process() else run_dir
+    if is_primary_process():
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        trim_metrics(run_dir / "logs" / "metrics.csv", step, say=_say)  # rows to be logged again
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")  # it is
 
     dm = build_datamodule(cfg)
     task = build_task(cfg, dm)
-    save_last = SaveLastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    trainer = build_trainer(cfg, run_dir, callbacks=[save_last, *(callbacks or [])])
+    task.skip_nonfinite = int(cfg.trainer.get("skip_nonfinite", 0) or 0)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    stop = GracefulStop(last, say=_say_now)
+    trainer = build_trainer(cfg, run_dir, callbacks=[ExactResume(), stop, SaveLastCheckpoint(last),
+                                                     *(callbacks or [])])
     _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
          f"{cfg.trainer.max_steps} steps -> {run_dir}")
     start = time.time()
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    except SystemExit:  # Lightning exits after saving on Ctrl-C (SaveLastCheckpoint)
+    except SystemExit:  # Lightning exits after a KeyboardInterrupt (GracefulStop's included)
         if trainer.interrupted:
-            _say(f"interrupted at step {trainer.global_step}; resume with: "
-                 f"bayesgen train from_ckpt={run_dir}")
-            raise SystemExit(130) from None
+            if stop.stopped_at is not None:
+                where = f"stopped after step {stop.stopped_at}, saved in {last}"
+            else:
+                where = (f"stopped at once during step {trainer.global_step + 1}; the newest "
+                         "checkpoint is kept")
+            _say(f"interrupted: {where}; resume with: bayesgen train from_ckpt={run_dir}")
+            raise SystemExit(128 + (stop.requested or 2)) from None
         raise
+    except NonFiniteError as e:
+        saved = getattr(trainer.checkpoint_callback, "_last_global_step_saved", 0)
+        kept = (f"{last} keeps step {saved}, the last finite state" if saved else
+                "no checkpoint was written yet")
+        raise NonFiniteError(f"{e}; {kept}; lower optim.lr, or set trainer.skip_nonfinite=N "
+                             "to skip up to N such batches") from None
     if not trainer.is_global_zero:
         return run_dir
     train_time = time.time() - start
     if is_sharded(trainer.strategy):  # the full weights, gathered into last.ckpt at the end
-        task = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")[1]
-    task.to(trainer.strategy.root_device).eval()  # Lightning moves the model to the CPU after fit
+        task = load_task(last)[1]
+    _write_outputs(cfg, task, dm, run_dir, trainer.global_step, round(train_time, 1),
+                   trainer.strategy.root_device)
+    return run_dir
+
+
+def _finished_run(cfg, run_dir: Path, resume: Path, step: int) -> Path:
+    """A run already at ``max_steps``: nothing to do if its outputs are complete
+    (``metrics.json``, written last, of this step); else they are written from the checkpoint's
+    EMA weights exactly as at the end of training."""
+    from bayesgen.training.build import build_datamodule, load_checkpoint
+
+    metrics = run_dir / "metrics.json"
+    try:
+        done = json.loads(metrics.read_text()).get("steps") == step
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if done and (run_dir / "ema.safetensors").is_file():
+        _say(f"{run_dir} is finished (step {step}, trainer.max_steps={cfg.trainer.max_steps}) "
+             "and its outputs are written; nothing to do (raise trainer.max_steps to train on)")
+        return run_dir
+    _say(f"training finished at step {step}; writing the outputs from the EMA weights of "
+         f"{resume}")
+    task = load_checkpoint(resume)[1]
+    _write_outputs(cfg, task, build_datamodule(cfg), run_dir, step, None, _device(None))
+    return run_dir
+
+
+def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: float | None,
+                   device) -> None:
+    """``ema.safetensors``, the samples, then ``metrics.json`` — each written atomically,
+    ``metrics.json`` last so that its presence means the outputs are complete. Evaluation and
+    sampling are seeded, so they give the same numbers whenever they run."""
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors.torch import save
+
+    from bayesgen.training.checkpoint import check_finite, write_bytes
+    from bayesgen.training.outputs import evaluate_bpd, sample_labels, write_json, write_samples
+
+    task.to(device).eval()  # Lightning moves the model to the CPU after fit
     dm.trainer = None  # rank zero alone evaluates every example
-    save_file({k: v.contiguous() for k, v in task.method.state_dict().items()},
-              str(run_dir / "ema.safetensors"))
+    weights = {k: v.contiguous() for k, v in task.method.state_dict().items()}
+    check_finite(weights, run_dir / "ema.safetensors")
+    write_bytes(run_dir / "ema.safetensors", save(weights))
+    torch.manual_seed(cfg.seed)
     split = cfg.evaluate.split
     dm.setup("test" if split == "test" else "fit")
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     with torch.no_grad():
         metrics = evaluate_bpd(task, loader, task.eval_kwargs, max_batches=cfg.evaluate.max_batches,
                                seed=cfg.seed)
-    metrics |= {"split": split, "steps": trainer.global_step, "train_seconds": round(train_time, 1)}
-    write_json(metrics, run_dir / "metrics.json")
+    metrics |= {"split": split, "steps": steps, "train_seconds": train_seconds}
     sample_kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs", {}) or {})
     paths = write_samples(task.method, dm.info, run_dir, n=cfg.sample.n,
                           sample_kwargs=sample_kwargs,
                           model_kwargs=sample_labels(task, cfg.sample.n),
                           frames=cfg.sample.frames, animation=cfg.sample.animation,
                           seed=cfg.seed)
+    summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics)
+    write_json(metrics | summary, run_dir / "metrics.json")
+    trained = f", trained {train_seconds:.0f} s" if train_seconds is not None else ""
     _say(f"{split} bpd: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} "
-         f"({metrics['n_examples']} examples, trained {train_time:.0f} s)")
-    if cfg.evaluate.get("quality") or cfg.evaluate.get("baselines"):
-        _train_summary(cfg, dm, paths["tensor"], metrics, run_dir)
+         f"({metrics['n_examples']} examples{trained})")
+    for line in lines:
+        _say(line)
     _say("wrote:")
     for name in ("checkpoints/last.ckpt", "ema.safetensors", "metrics.json", "config.yaml"):
         _say(f"  {run_dir / name}")
     for path in paths.values():
         _say(f"  {path}")
-    return run_dir
 
 
-def _train_summary(cfg, dm, samples_path: Path, metrics: dict, run_dir: Path) -> None:
-    """The samples' quality score and the trivial baselines beside the test bits/dim
-    (``evaluate.quality``, ``evaluate.baselines``); added to ``metrics.json``."""
+def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, list[str]]:
+    """With ``evaluate.quality`` / ``evaluate.baselines``: the samples' quality score and the
+    trivial baselines (for ``metrics.json``) and the lines that compare them."""
+    if not (cfg.evaluate.get("quality") or cfg.evaluate.get("baselines")):
+        return {}, []
     import torch
 
     from bayesgen.compare import train_summary
-    from bayesgen.training.outputs import write_json
 
-    summary = train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
-    write_json(metrics | summary, run_dir / "metrics.json")
+    return train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
 
 
 def _run_dir(cfg, run_dir: Path | None, resume: Path | None) -> Path:
-    """``run_dir=``, else the directory given (Hydra's job directory), else the resumed run's,
-    else ``runs/<name>/<timestamp>``: the processes that Lightning starts for
-    ``trainer.devices`` > 1 re-run the command and take the first process's directory."""
+    """``run_dir=``, else the directory given (Hydra's job directory), else the directory of
+    the resumed checkpoint, else ``runs/<name>/<timestamp>``: the processes that Lightning
+    starts for ``trainer.devices`` > 1 re-run the command and take the first process's
+    directory."""
+    from bayesgen.training.checkpoint import run_dir_of
+
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)
     if run_dir is not None:
         return Path(run_dir)
     if resume is not None:
-        return resume.parent.parent
+        return run_dir_of(resume)
     if os.environ.get("LOCAL_RANK", "0") != "0" and "BAYESGEN_RUN_DIR" in os.environ:
         return Path(os.environ["BAYESGEN_RUN_DIR"])
     return Path("runs") / cfg.name / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -260,6 +392,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
   samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
+  receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
+                 the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
   repeats=N      estimates averaged per example (default 1)
   quality=true   also the offline sample-quality score: classifier FD and confident share of
                  quality_n=N fresh samples (default: the test split's size, at most 1000)
@@ -268,6 +402,7 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     import torch
 
     from bayesgen.training.build import build_datamodule, load_checkpoint
+    from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.outputs import evaluate_bpd, write_json
 
     opts = parse_args(args, {"ckpt": str, "k": _int_or_inf, "n_steps": _int_or_inf,
@@ -275,12 +410,18 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
                              "device": str, "rtol": float, "atol": float,
-                             "n_probes": _positive_int, "solver": str, "quality": _bool,
-                             "quality_n": _positive_int}, required=["ckpt"])
+                             "n_probes": _positive_int, "solver": str, "receiver": str,
+                             "quality": _bool, "quality_n": _positive_int}, required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
+    if opts.get("receiver", "joint") not in ("per_coordinate", "joint"):
+        raise UsageError("receiver must be 'per_coordinate' or 'joint'")
     cfg, task, path = load_checkpoint(opts["ckpt"])
     task.to(_device(opts.get("device")))
+    if "receiver" in opts:
+        if getattr(task.method, "kind", None) != "discrete":
+            raise UsageError(f"receiver= applies to discrete BFN only, not {cfg.method._target_}")
+        task.method.per_coordinate_receiver = opts["receiver"] == "per_coordinate"
     elbo = task.method.elbo
     eval_kwargs = dict(task.eval_kwargs)
     for key, targets in (("k", ["k"]), ("n_steps", ["n_steps"]),
@@ -301,9 +442,12 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
         m = evaluate_bpd(task, loader, eval_kwargs, repeats=opts.get("repeats", 1),
                          max_batches=opts.get("max_batches"), seed=opts.get("seed", 0))
     m |= {"split": split, "checkpoint": str(path)}
+    if getattr(task.method, "kind", None) == "discrete" and eval_kwargs.get("n_steps"):
+        m["receiver"] = "per_coordinate" if task.method.per_coordinate_receiver else "joint"
+        eval_kwargs["receiver"] = m["receiver"]
     if opts.get("quality"):
         m["quality"] = _evaluate_quality(cfg, task, opts)
-    out = Path(opts.get("out", path.parent.parent / f"evaluate_{split}.json"))
+    out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
           f"{m['nats_per_dim']:.4f} ± {m['nats_per_dim_se']:.4f} nats/dim | "
@@ -350,11 +494,12 @@ samples.pt (the raw tensor) and samples.txt for text.
   seed=0, label=C (class-conditional), guidance=W (classifier-free guidance),
   frames=20, animation=gif|webp|none, out=DIR, device=cpu|cuda"""
     from bayesgen.training.build import load_checkpoint
+    from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.outputs import sample_labels, write_samples
 
     opts = parse_args(args, {"ckpt": str, "n": _positive_int, "k": _positive_int,
                              "n_steps": _positive_int, "out": str, "seed": int, "label": int,
-                             "guidance": float, "schedule": str, "frames": _positive_int,
+                             "guidance": _finite_float, "schedule": str, "frames": _positive_int,
                              "animation": str, "device": str}, required=["ckpt"])
     if opts.get("animation", "gif") not in ("gif", "webp", "none"):
         raise UsageError("animation must be gif, webp or none")
@@ -368,9 +513,11 @@ samples.pt (the raw tensor) and samples.txt for text.
             sample_kwargs[key] = opts[key]
     if "guidance" in opts:
         _set_guidance(task, opts["guidance"])
+    if "label" in opts:
+        _check_label(task, opts["label"])
     n = opts.get("n", 64)
     dm_info = _data_info(cfg)
-    out = Path(opts.get("out", path.parent.parent / "samples"))
+    out = Path(opts.get("out", run_dir_of(path) / "samples"))
     paths = write_samples(task.method, dm_info, out, n=n, sample_kwargs=sample_kwargs,
                           model_kwargs=sample_labels(task, n, opts.get("label")),
                           frames=opts.get("frames", 20), animation=opts.get("animation", "gif"),
@@ -383,6 +530,14 @@ samples.pt (the raw tensor) and samples.txt for text.
     if "text" in paths:
         print(paths["text"].read_text()[:1000])
     return 0
+
+
+def _check_label(task, label: int) -> None:
+    if not task.num_labels:
+        raise UsageError("label= needs a class-conditional model (conditional.enabled=true)")
+    if not 0 <= label < task.num_labels:
+        raise UsageError(f"label={label} is not a class of this model; it has {task.num_labels} "
+                         f"classes: label=0 … {task.num_labels - 1}")
 
 
 def _set_guidance(task, scale: float) -> None:
@@ -404,11 +559,24 @@ def _data_info(cfg):
 
 
 def _device(name: str | None):
+    """The device named by ``device=`` (checked to exist here), else cuda when there is one."""
     import torch
 
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device={name} is not a device; use device=cpu or device=cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={name} but this machine has no CUDA GPU "
+                         "(torch.cuda.is_available() is False); use device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA "
+                         "GPU(s); use device=cuda:0")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"device={name} is not supported here; use device=cpu or device=cuda")
+    return device
 
 
 def _fmt(kwargs: dict) -> str:
@@ -423,9 +591,11 @@ Print the parameter count of a configuration as JSON, built on the meta device (
 e.g. `bayesgen info experiment=cifar10-bsi`."""
     import torch
 
-    from bayesgen.training.build import build_datamodule, build_method, compose_config
+    from bayesgen.training.build import build_datamodule, build_method
+    from bayesgen.training.validate import compose_checked, validate_config
 
-    cfg = compose_config(args)
+    cfg = compose_checked(args)
+    validate_config(cfg, args)
     if cfg.method.get("data") == "auto":  # statistics fitted to data (IF's PCA) are buffers,
         cfg.method.data = None            # not parameters: placeholders size the same net
     dm = build_datamodule(cfg)
@@ -566,6 +736,14 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _say_now(msg: str) -> None:
+    """From a signal handler: an unbuffered write (a buffered print could be re-entered)."""
+    try:
+        os.write(sys.stdout.fileno(), (msg + "\n").encode())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        print(msg)
+
+
 def _one_line(e: BaseException) -> str:
     """The innermost useful message of an exception, on one line."""
     while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
@@ -620,9 +798,11 @@ def _quiet_lightning() -> None:
 
 def _is_user_error(e: BaseException) -> bool:
     from hydra.errors import HydraException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError)
+    user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError,
+            MisconfigurationException)
     try:
         from bayesgen.data import DatasetNotFoundError
         user += (DatasetNotFoundError,)

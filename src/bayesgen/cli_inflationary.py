@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bayesgen.cli import UsageError, _device, _positive_int, parse_args
+from bayesgen.cli import UsageError, _check_label, _device, _positive_int, parse_args
 
 SOLVERS = ("euler", "heun", "adaptive")
 SIMS = ("melt", "roundtrip", "gen")
@@ -47,6 +47,20 @@ def _positive_float(value: str) -> float:
     return v
 
 
+def _grid_points(value: str) -> int:
+    n = int(value)
+    if n < 2:
+        raise ValueError("a time grid needs at least 2 points")
+    return n
+
+
+def _positive_floats(value: str) -> list[float]:
+    values = [_positive_float(v) for v in value.split(",") if v.strip()]
+    if not values:
+        raise ValueError("give comma-separated positive numbers, e.g. 1,2,3")
+    return values
+
+
 def _bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -55,12 +69,8 @@ def _bool(value: str) -> bool:
     raise ValueError("use true or false")
 
 
-def _float_list(value: str) -> list[float]:
-    return [float(v) for v in value.split(",") if v.strip()]
-
-
 SOLVE_OPTIONS: dict[str, Callable] = {
-    "solver": _choice(*SOLVERS), "steps": _positive_int, "h": _positive_float,
+    "solver": _choice(*SOLVERS), "steps": _grid_points, "h": _positive_float,
     "rtol": _positive_float, "atol": _positive_float,
 }
 RUN_OPTIONS: dict[str, Callable] = {
@@ -419,6 +429,8 @@ score=discrete (no network: exact denoiser of the n points, PCA of the same poin
             raise UsageError(f"{bad[0]}= applies to score=discrete only (a network's schedule "
                              "comes from its checkpoint)")
         loaded = _load_net(opts)
+        if "label" in opts:
+            _check_label(loaded.task, opts["label"])
         n = opts.get("n", 256 if loaded.is_image else 2000)
         x, y, split = _take(loaded.dm, opts.get("split"), n, opts.get("seed", 0))
         dtype, device = _dtype_device(loaded)
@@ -426,6 +438,8 @@ score=discrete (no network: exact denoiser of the n points, PCA of the same poin
     else:
         if "ckpt" in opts:
             raise UsageError("score=discrete uses no network; drop ckpt=")
+        if "label" in opts:
+            raise UsageError("label= needs a class-conditional network (score=net ckpt=RUN)")
         loaded, x, y, split = _load_discrete(opts)
     flow = loaded.flow
     sims = SIMS if opts.get("sim", "all") == "all" else (opts["sim"],)
@@ -564,7 +578,7 @@ def cmd_roundtrip_mse(args: list[str]) -> int:
 
 Roundtrip error data -> latents -> data (calc_roundtrip_mse.py) over n examples drawn at random
 (seed) from the split, in batches. Images: MSE on the 0–255 scale of the PNG pixels
-(quantized, difference in float — the reference's uint8 subtraction wraps around), averaged
+(quantized, difference in float — the reference squares in uint8, d² mod 256), averaged
 over samples and dimensions; also unquantized. Toys/flat data: relative error
 ‖x − x'‖/‖x‖ (mean, median, max) and the MSE. Writes a JSON of all parameters and results
 (OUT/{data}_{schedule}_roundtrip_mse.json) and prints the network evaluations.
@@ -645,8 +659,8 @@ points_* per space, latent_std, nfe).
     from bayesgen.metrics import RADII, coverage_experiment
 
     opts = parse_args(args, {**RUN_OPTIONS, **SOLVE_OPTIONS, "n_test": _positive_int,
-                             "n_boundary": _positive_int, "radii": _float_list,
-                             "alpha": float, "eps": _positive_float,
+                             "n_boundary": _positive_int, "radii": _positive_floats,
+                             "alpha": _positive_float, "eps": _positive_float,
                              "batch_size": _positive_int, "out": str}, required=["ckpt"])
     loaded = _load_net(opts)
     flow = loaded.flow

@@ -165,10 +165,11 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict]) -> list
 
 
 def train_summary(cfg, dm, samples: torch.Tensor, metrics: dict,
-                  say: Callable[[str], None] = print) -> dict:
+                  say: Callable[[str], None] = print) -> tuple[dict, list[str]]:
     """After ``bayesgen train``: with ``evaluate.quality`` the classifier score of the samples
     drawn at the end of training (and of as many real test images); with
-    ``evaluate.baselines`` the trivial baselines' bits/dim. Prints the comparison."""
+    ``evaluate.baselines`` the trivial baselines' bits/dim. Returns the entries for
+    ``metrics.json`` and the lines of the comparison."""
     scorer = quality_scorer(dm, say) if cfg.evaluate.get("quality") else None
     out: dict[str, Any] = {}
     real = None
@@ -178,10 +179,7 @@ def train_summary(cfg, dm, samples: torch.Tensor, metrics: dict,
     rows = baselines(dm, scorer, len(samples), cfg.seed) if cfg.evaluate.get("baselines") else {}
     if rows:
         out["baselines"] = rows
-    if out:
-        for line in summary_lines(metrics | out, real, rows):
-            say(line)
-    return out
+    return out, (summary_lines(metrics | out, real, rows) if out else [])
 
 
 def evaluate_quality(cfg, task, n: int | None, seed: int = 0,
@@ -239,11 +237,12 @@ def list_presets() -> list[str]:
 
 
 def budget_overrides(budget: dict) -> list[str]:
-    """``trainer.max_steps=N``, or Lightning's ``max_time`` (DD:HH:MM:SS) with no step cap."""
+    """``trainer.max_steps=N``, or Lightning's ``max_time`` (DD:HH:MM:SS) with a step cap of
+    10⁹ (use a constant learning rate then: a cosine schedule would span the cap)."""
     if "steps" in budget:
         return [f"trainer.max_steps={int(budget['steps'])}"]
     s = int(budget["seconds"])
-    return ["trainer.max_steps=-1",
+    return ["trainer.max_steps=1000000000",
             f"+trainer.max_time={s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:"
             f"{s % 60:02d}"]
 

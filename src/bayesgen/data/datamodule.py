@@ -20,6 +20,7 @@ from bayesgen.data.images import (
     MNISTData,
 )
 from bayesgen.data.info import DatasetInfo, DataSource
+from bayesgen.data.sampler import ResumableRandomSampler
 from bayesgen.data.text import Text8Data, TextFileData, TinyShakespeareData
 from bayesgen.data.toy import TOYS, DigitsData, ToyData
 
@@ -77,6 +78,11 @@ class DataModule(L.LightningDataModule):
     its own share of the validation/test set with no example repeated (Lightning's
     DistributedSampler would pad with repeats), so the bits/dim averaged over ranks weighted by
     example counts (``sync_dist`` in the task) is the exact mean over the split.
+
+    In one process the training order is a `ResumableRandomSampler` seeded from
+    ``torch.initial_seed()`` at construction (``seed_everything`` sets it); the module's
+    ``state_dict`` (saved in checkpoints) records its seed, epoch and the batches trained in that
+    epoch, so a resumed run sees the rest of the epoch in the same order.
     """
 
     def __init__(
@@ -95,6 +101,9 @@ class DataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.train = self.val = self.test = None
+        self.shuffle_seed = torch.initial_seed() % 2**63
+        self.train_sampler: ResumableRandomSampler | None = None
+        self._resume: dict | None = None
 
     def prepare_data(self) -> None:
         self.source.prepare()
@@ -105,19 +114,46 @@ class DataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if not train and distributed:
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
+        if train and not distributed:  # under DDP Lightning shards with its DistributedSampler
+            sampler = self.train_sampler = ResumableRandomSampler(len(dataset), self.shuffle_seed)
+            if self._resume is not None:
+                sampler.resume(self._resume["epoch"], self._resume["batches"] * self.batch_size)
+                self._resume = None
+        # the loader's own generator seeds its workers: starting an iterator then draws
+        # nothing from the global RNG, whose stream a resumed run must continue exactly
+        generator = torch.Generator().manual_seed(self.shuffle_seed + (1 if train else 2))
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            generator=generator,
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the data: the shuffling seed, the epoch and the batches of it
+        whose optimizer step is done (checkpoints are written between steps)."""
+        if self.train_sampler is None:
+            return {"seed": self.shuffle_seed}
+        epoch, done = self.train_sampler.epoch_in_progress, 0
+        if self.trainer is not None:
+            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        if done >= len(self.train_sampler) // self.batch_size:  # the epoch is complete
+            epoch, done = epoch + 1, 0
+        return {"seed": self.shuffle_seed, "epoch": epoch, "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.shuffle_seed = int(state.get("seed", self.shuffle_seed))
+        if "epoch" in state:
+            self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, train=True)

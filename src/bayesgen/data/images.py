@@ -33,6 +33,7 @@ from bayesgen.data.info import (
     download_or_explain,
     fetch,
     md5_of_file,
+    reference_split,
     search_dirs,
     split_indices,
 )
@@ -218,7 +219,10 @@ class BinarizedMNISTData(MNISTData):
     int64 in {0, 1}; split 99%/1% of train (59,400/600) + the 10k test images.
     `soft=True` gives the probabilities p/255 as float32 instead; `as_float=True` the same
     binary pixels as float32 in {−1, 1} with 2 grey levels (`info.num_bins` = 2), so that BSI
-    and other methods of continuous data model exactly the data discrete BFN models."""
+    and other methods of continuous data model exactly the data discrete BFN models.
+    `reference_split="bfn"` holds out the very 600 images BFN's official code does, else
+    `val_size` at `split_seed`.
+    """
 
     name = "binarized_mnist"
 
@@ -229,12 +233,13 @@ class BinarizedMNISTData(MNISTData):
         split_seed: int = 0,
         soft: bool = False,
         download: bool = True,
+        reference_split: str | None = None,
         as_float: bool = False,
     ):
         super().__init__(root, val_size, split_seed, None, download)
         if soft and as_float:
             raise ValueError("binarized_mnist: choose soft=true or as_float=true, not both")
-        self.soft, self.as_float = soft, as_float
+        self.soft, self.reference_split, self.as_float = soft, reference_split, as_float
         self.info = DatasetInfo(
             name=self.name, data_shape=(1, 28, 28), kind="image", num_labels=10,
             num_classes=None if as_float else 2, num_bins=2 if as_float else None,
@@ -242,7 +247,9 @@ class BinarizedMNISTData(MNISTData):
 
     def load(self):
         train_x, train_y, test_x, test_y = self._arrays()
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (reference_split(len(train_x), self.reference_split)
+                      if self.reference_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             BinarizedImages(train_x[train], train_y[train], self.soft, self.as_float),
             BinarizedImages(train_x[val], train_y[val], self.soft, self.as_float),
@@ -260,29 +267,62 @@ CIFAR10_CLASSES = (
 )  # fmt: skip
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numpy arrays) and nothing
+    else: a pickle naming any other global is refused rather than run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"a CIFAR-10 batch may not name {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle_batch(f) -> tuple[np.ndarray, np.ndarray]:
-    d = pickle.load(f, encoding="bytes")
+    d = _BatchUnpickler(f, encoding="bytes").load()
     data = d[b"data"] if b"data" in d else d["data"]
     labels = d[b"labels"] if b"labels" in d else d["labels"]
     return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
 
 
+def _verify_cifar10(path: Path, names: list[str]) -> None:
+    """The md5 of the official archive (or of each extracted batch), checked before anything
+    in it is unpickled."""
+    files = [(path / n, CIFAR10_BATCHES[n]) for n in names] if path.is_dir() else \
+        [(path, CIFAR10_TGZ_MD5)]
+    for file, expected in files:
+        got = md5_of_file(file)
+        if got != expected:
+            raise DatasetNotFoundError(
+                f"{file} is not the official CIFAR-10 python file (md5 {got}, expected "
+                f"{expected}); bayesgen reads only the official {CIFAR10_TGZ} from {CIFAR10_URL}")
+
+
 def read_cifar10(path: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels of the CIFAR-10 python version, from the
-    `cifar-10-python.tar.gz` archive or the extracted `cifar-10-batches-py` folder."""
+    `cifar-10-python.tar.gz` archive or the extracted `cifar-10-batches-py` folder, after
+    checking its md5 (the batches are pickles: only the official files are read)."""
     names = [n for n in CIFAR10_BATCHES if (n == "test_batch") == (split == "test")]
     parts = {}
     path = Path(path)
-    if path.is_dir():
-        for n in names:
-            with open(path / n, "rb") as f:
-                parts[n] = _unpickle_batch(f)
-    else:
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                n = PurePosixPath(member.name).name
-                if n in names:
-                    parts[n] = _unpickle_batch(tar.extractfile(member))
+    if path.is_dir() and not all((path / n).is_file() for n in names):
+        raise DatasetNotFoundError(f"{path} lacks the CIFAR-10 batches {names}")
+    _verify_cifar10(path, names)
+    try:
+        if path.is_dir():
+            for n in names:
+                with open(path / n, "rb") as f:
+                    parts[n] = _unpickle_batch(f)
+        else:
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    n = PurePosixPath(member.name).name
+                    if n in names:
+                        parts[n] = _unpickle_batch(tar.extractfile(member))
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, tarfile.TarError) as e:
+        raise DatasetNotFoundError(f"{path}: unreadable CIFAR-10 batch ({e})") from None
     missing = [n for n in names if n not in parts]
     if missing:
         raise DatasetNotFoundError(f"{path} lacks the CIFAR-10 batches {missing}")
@@ -292,7 +332,9 @@ def read_cifar10(path: str | os.PathLike, split: str = "train") -> tuple[np.ndar
 
 class CIFAR10Data(DataSource):
     """CIFAR-10 (3, 32, 32) in [−1, 1] (or bin centres with `num_bins`, e.g. 16), labels 0–9;
-    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random."""
+    train 45k / val 5k (fixed seed) / test 10k; `hflip` flips training images at random.
+    `reference_split`: the very split of a reference's code, "bfn" (train 49,500 / val 500) or
+    "bsi" (45,000 / 5,000), instead of `val_size` at `split_seed`."""
 
     folder = "cifar10"
 
@@ -304,9 +346,11 @@ class CIFAR10Data(DataSource):
         num_bins: int | None = None,
         hflip: bool = False,
         download: bool = True,
+        reference_split: str | None = None,
     ):
         self.root, self.val_size, self.split_seed = root, val_size, split_seed
         self.num_bins, self.hflip, self.download = num_bins, hflip, download
+        self.reference_split = reference_split
         self.info = DatasetInfo(
             name="cifar10", data_shape=(3, 32, 32), kind="image", num_labels=10,
             num_bins=num_bins or 256,
@@ -343,7 +387,9 @@ class CIFAR10Data(DataSource):
     def load(self):
         path = self._locate()
         (train_x, train_y), (test_x, test_y) = (read_cifar10(path, s) for s in ("train", "test"))
-        val, train = split_indices(len(train_x), [self.val_size], self.split_seed)
+        val, train = (reference_split(len(train_x), self.reference_split)
+                      if self.reference_split else
+                      split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
             ImageTensors(train_x[train], train_y[train], self.num_bins, self.hflip),
             ImageTensors(train_x[val], train_y[val], self.num_bins),

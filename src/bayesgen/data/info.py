@@ -142,6 +142,28 @@ def md5_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# (fractions [train, val], generator seed) of the references' torch random_split of a training
+# set: BFN's official data.py (CIFAR-10, MNIST: [1 − 0.01, 0.01]) and BSI's CIFAR-10 data module
+REFERENCE_SPLITS = {"bfn": ((1.0 - 0.01, 0.01), 2147483647),
+                    "bsi": ((0.9, 0.1), 11812925458092569678)}
+
+
+def reference_split(n: int, reference: str) -> list[torch.Tensor]:
+    """(val, train) indices, sorted, exactly as a reference splits a training set of n items:
+    ``torch.utils.data.random_split(range(n), fractions, generator seeded s)`` (train first)
+    with the fractions and seed of ``REFERENCE_SPLITS``. "bfn": CIFAR-10 49,500 / 500, MNIST
+    59,400 / 600; "bsi": CIFAR-10 45,000 / 5,000."""
+    from torch.utils.data import random_split
+
+    if reference not in REFERENCE_SPLITS:
+        raise ValueError(f"reference_split must be one of {sorted(REFERENCE_SPLITS)} or null, "
+                         f"got {reference!r}")
+    fractions, seed = REFERENCE_SPLITS[reference]
+    generator = torch.Generator().manual_seed(seed)
+    train, val = random_split(range(n), list(fractions), generator=generator)
+    return [torch.tensor(sorted(val.indices)), torch.tensor(sorted(train.indices))]
+
+
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
     """A fixed-seed random partition of range(n): the first parts have `sizes`, the last the rest.
 

@@ -5,7 +5,9 @@ samples), 1–26 are a–z. Text is prepared the way text8 was made from Wikiped
 wikifil.pl): lowercase, every character outside a–z becomes a space, and runs of spaces are
 collapsed into one (`collapse_spaces=False` keeps them, e.g. one space per newline). text8
 itself is already in this form. Items are `(x, y)`: x int64 (seq_len,) indices of one
-non-overlapping chunk, y = −1.
+window of the text, y = −1. Windows are non-overlapping chunks, except that training windows
+start every `train_stride` characters when that is set (1: every offset, as BFN's official
+text8 code trains).
 """
 
 from __future__ import annotations
@@ -73,19 +75,27 @@ def decode_text(indices, space: str = " ") -> str | list[str]:
 
 
 class TextChunks(Dataset):
-    """Non-overlapping chunks of `seq_len` characters of an index array (the tail is dropped)."""
+    """Windows of `seq_len` characters of an index array starting every `stride` characters
+    (default `seq_len`: non-overlapping chunks, the tail dropped; 1: every offset, N − L + 1
+    windows — BFN's official Text8Dataset has N − L, leaving out the last one)."""
 
-    def __init__(self, indices: np.ndarray, seq_len: int):
+    def __init__(self, indices: np.ndarray, seq_len: int, stride: int | None = None):
         self.data, self.seq_len = torch.from_numpy(np.ascontiguousarray(indices)), seq_len
+        self.stride = stride or seq_len
+        if self.stride < 1:
+            raise ValueError(f"train_stride must be a positive number of characters, "
+                             f"got {stride}")
 
     def __len__(self) -> int:
-        return len(self.data) // self.seq_len
+        if len(self.data) < self.seq_len:
+            return 0
+        return (len(self.data) - self.seq_len) // self.stride + 1
 
     def __getitem__(self, i):
         if not 0 <= i < len(self):
             raise IndexError(i)
-        chunk = self.data[i * self.seq_len : (i + 1) * self.seq_len].long()
-        return chunk, torch.tensor(-1)
+        start = i * self.stride
+        return self.data[start : start + self.seq_len].long(), torch.tensor(-1)
 
 
 def _text_info(name: str, seq_len: int) -> DatasetInfo:
@@ -94,20 +104,25 @@ def _text_info(name: str, seq_len: int) -> DatasetInfo:
     )
 
 
-def _split(indices: np.ndarray, seq_len: int) -> tuple[TextChunks, TextChunks, TextChunks]:
-    """Contiguous 90% / 5% / 5% split (for text8: 90M / 5M / 5M characters)."""
+def _split(indices: np.ndarray, seq_len: int,
+           train_stride: int | None = None) -> tuple[TextChunks, TextChunks, TextChunks]:
+    """Contiguous 90% / 5% / 5% split (for text8: 90M / 5M / 5M characters); training windows
+    every `train_stride` characters, validation and test windows non-overlapping."""
     n_train, n_val = int(len(indices) * SPLIT[0]), int(len(indices) * SPLIT[1])
     parts = indices[:n_train], indices[n_train : n_train + n_val], indices[n_train + n_val :]
-    return tuple(TextChunks(p, seq_len) for p in parts)
+    return (TextChunks(parts[0], seq_len, train_stride), TextChunks(parts[1], seq_len),
+            TextChunks(parts[2], seq_len))
 
 
 class TextFileData(DataSource):
     """Any local text file (`root` = its path), text8-style, split 90/5/5 in reading order."""
 
-    def __init__(self, root=None, seq_len: int = 256, collapse_spaces: bool = True):
+    def __init__(self, root=None, seq_len: int = 256, collapse_spaces: bool = True,
+                 train_stride: int | None = None):
         if root is None:
             raise ValueError("text needs root=<path of a text file>")
         self.path, self.seq_len, self.collapse_spaces = Path(root), seq_len, collapse_spaces
+        self.train_stride = train_stride
         self.info = _text_info(self.path.stem, seq_len)
 
     def _read(self) -> bytes:
@@ -116,7 +131,8 @@ class TextFileData(DataSource):
         return self.path.read_bytes()
 
     def load(self):
-        return _split(text_to_indices(self._read(), self.collapse_spaces), self.seq_len)
+        return _split(text_to_indices(self._read(), self.collapse_spaces), self.seq_len,
+                      self.train_stride)
 
 
 class TinyShakespeareData(TextFileData):
@@ -131,9 +147,10 @@ class TinyShakespeareData(TextFileData):
         seq_len: int = 256,
         collapse_spaces: bool = True,
         download: bool = True,
+        train_stride: int | None = None,
     ):
         self.root, self.seq_len, self.collapse_spaces = root, seq_len, collapse_spaces
-        self.download = download
+        self.download, self.train_stride = download, train_stride
         self.info = _text_info("tinyshakespeare", seq_len)
 
     def _locate(self) -> Path:
@@ -161,7 +178,8 @@ class TinyShakespeareData(TextFileData):
 
 class Text8Data(DataSource):
     """text8 (the first 10⁸ characters of cleaned English Wikipedia), 27 symbols: first 90M
-    characters train, next 5M val, last 5M test, in chunks of `seq_len` (256).
+    characters train, next 5M val, last 5M test, in chunks of `seq_len` (256); training windows
+    every `train_stride` characters when set (1: every offset, as the official BFN code).
 
     Reads `text8.zip` (md5 checked) or the unzipped `text8` (length and alphabet checked) from
     the `text8` data folder; downloads text8.zip from `TEXT8_URL` when missing.
@@ -169,8 +187,10 @@ class Text8Data(DataSource):
 
     folder = "text8"
 
-    def __init__(self, root=None, seq_len: int = 256, download: bool = True):
+    def __init__(self, root=None, seq_len: int = 256, download: bool = True,
+                 train_stride: int | None = None):
         self.root, self.seq_len, self.download = root, seq_len, download
+        self.train_stride = train_stride
         self.info = _text_info("text8", seq_len)
 
     def _locate(self) -> Path:
@@ -210,4 +230,4 @@ class Text8Data(DataSource):
                     f"{path} is not text8 ({TEXT8_LENGTH:,} characters of a–z and space); "
                     f"replace it by the text8 inside {TEXT8_URL}."
                 )
-        return _split(text_to_indices(data), self.seq_len)
+        return _split(text_to_indices(data), self.seq_len, self.train_stride)

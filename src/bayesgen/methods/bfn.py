@@ -42,6 +42,7 @@ official code, whose gradient-clipping settings assume it.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -195,6 +196,7 @@ class BFN(nn.Module):
         beta_1: float = 1.0,
         per_coordinate_receiver: bool = False,
         low_discrepancy_sampling: bool = True,
+        train_loss_ln_sigma: bool = True,
     ):
         super().__init__()
         if kind not in ("continuous", "discretized", "discrete"):
@@ -224,22 +226,27 @@ class BFN(nn.Module):
         self.beta_1 = float(beta_1)
         self.per_coordinate_receiver = per_coordinate_receiver
         self.low_discrepancy_sampling = low_discrepancy_sampling
+        self.train_loss_ln_sigma = train_loss_ln_sigma
 
     @classmethod
     def continuous(cls, model: Callable[..., Tensor], data_shape: Sequence[int],
                    sigma_1: float = 1e-3, parameterization: Literal["eps", "x"] = "eps",
                    recon_num_bins: int | None = None, recon_std: float | None = None,
-                   low_discrepancy_sampling: bool = True) -> BFN:
+                   low_discrepancy_sampling: bool = True,
+                   train_loss_ln_sigma: bool = True) -> BFN:
         """Continuous data in [−1, 1]; σ1 is the flow's final std (official min_variance = σ1²).
 
         The reconstruction loss is −ln N(x | x̂, σ1²); with ``recon_num_bins`` it is the
         Gaussian N(x̂, recon_std²) (recon_std defaults to σ1) discretized into that many bins, as
         the official "continuous" CIFAR-10 configs evaluate it (256 bins and std σ1 for
-        σ1² = 1e-6; 16 bins and std 0.7·σ1 for σ1² = 1e-3).
+        σ1² = 1e-6; 16 bins and std 0.7·σ1 for σ1² = 1e-3). ``train_loss_ln_sigma=False``
+        drops the constant factor −ln σ1 of L∞ from ``train_loss`` (the BSI repository's BFN
+        baseline; it matters where gradients are clipped).
         """
         return cls(model, data_shape, "continuous", sigma_1=sigma_1,
                    parameterization=parameterization, recon_num_bins=recon_num_bins,
-                   recon_std=recon_std, low_discrepancy_sampling=low_discrepancy_sampling)
+                   recon_std=recon_std, low_discrepancy_sampling=low_discrepancy_sampling,
+                   train_loss_ln_sigma=train_loss_ln_sigma)
 
     @classmethod
     def discretized(cls, model: Callable[..., Tensor], data_shape: Sequence[int],
@@ -366,8 +373,12 @@ class BFN(nn.Module):
 
     # ---- losses (nats per example, summed over dimensions) ---------------------------------------
     def train_loss(self, x: Tensor, generator=None, **model_kwargs) -> Float[Tensor, " B"]:
-        """L∞(x) / D with t ~ U(0, 1): the continuous-time loss in nats per dimension."""
-        return self.continuous_loss(x, generator=generator, **model_kwargs) / self.data_dim
+        """L∞(x) / D with t ~ U(0, 1): the continuous-time loss in nats per dimension; divided
+        by −ln σ1 (σ1^(−2t)·mean squared error) when ``train_loss_ln_sigma`` is off."""
+        loss = self.continuous_loss(x, generator=generator, **model_kwargs) / self.data_dim
+        if not self.train_loss_ln_sigma and self.kind != "discrete":
+            loss = loss / -math.log(self.sigma_1)
+        return loss
 
     def continuous_loss(self, x: Tensor, t: Tensor | None = None, generator=None,
                         **model_kwargs) -> Float[Tensor, " B"]:
@@ -380,6 +391,9 @@ class BFN(nn.Module):
         target = self._target(x)
         if t is None:
             t = self._sample_u(target.shape[0], target, generator)
+        elif not torch.is_tensor(t) or t.shape not in ((), (target.shape[0],)):
+            raise ValueError(f"t must be a tensor of shape (B,) = ({target.shape[0]},) or a "
+                             f"scalar tensor, got {getattr(t, 'shape', type(t).__name__)}")
         theta = self._flow(target, t, generator)
         if self.kind == "discrete":
             p_hat = self.output_log_probs(theta, t, **model_kwargs).exp()
@@ -404,9 +418,7 @@ class BFN(nn.Module):
         n × mean over 10 samples y ~ N(α_i(K e_x − 1), α_i K I) of ln p_S(y) − ln p_R(y)
         (Eqs. 189–190), see ``discrete_log_receiver``.
         """
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be a positive number of steps, got {n_steps}")
-        n = int(n_steps)
+        n = _count(n_steps, "n_steps")
         target = self._target(x)
         u = self._sample_u(target.shape[0], target, generator)
         i = torch.floor(u * n).clamp(max=n - 1) + 1
@@ -464,8 +476,10 @@ class BFN(nn.Module):
         example (an upper bound on −ln p(x)), bpd = nll / (D ln 2); nats per dimension is nll / D.
         l_transmit is L∞ (``n_steps=None``) or the n-step loss L^n (``n_steps=n``).
         """
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be positive, got {n_samples}")
+        n_samples = _count(n_samples, "n_samples")
+        if n_steps is not None:
+            _count(n_steps, "n_steps")
+        self._target(x)  # checks x before it is repeated
         b = x.shape[0]
         xs = repeat(x, "b ... -> (n b) ...", n=n_samples)
         kwargs = _repeat_kwargs(model_kwargs, n_samples, b)
@@ -505,11 +519,9 @@ class BFN(nn.Module):
 
     def _run_sampler(self, n_samples, n_steps, generator, device, dtype, keep: bool,
                      return_probs: bool, model_kwargs: dict) -> dict[str, Tensor]:
-        if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be a positive number of steps, got {n_steps}")
+        n_samples, n = _count(n_samples, "n_samples"), _count(n_steps, "n_steps")
         if return_probs and self.kind != "discrete":
             raise ValueError("return_probs=True is only defined for discrete data")
-        n = int(n_steps)
         device, dtype = _device_dtype(self.model, device, dtype)
         ts = torch.arange(n + 1, device=device, dtype=dtype) / n
         shape = (n_samples, *self.data_shape)
@@ -584,45 +596,45 @@ class BFN(nn.Module):
         return (torch.arange(batch, device=dev, dtype=dt) / batch + u0) % 1.0
 
     def _target(self, x: Tensor) -> Tensor:
-        """x (continuous data), its bin centre (discretized), e_x (B, *D, K) (discrete)."""
+        """x (continuous data), its bin centre (discretized), e_x (B, *D, K) (discrete), after
+        checking it: a non-empty batch on the model's device, finite, in [−1, 1] or valid
+        classes (value checks sync with the host and are skipped under torch.compile)."""
+        name = f"the {self.kind} BFN"
         if self.kind == "discrete":
             return self._class_probs(x)
-        name, dims = f"the {self.kind} BFN", ", ".join(map(str, self.data_shape))
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"{name} expects data of shape (B, {dims}), got {tuple(x.shape)}; "
-                             "set data_shape= to match your data")
+        _check_batch(x, self.data_shape, self.model, name)
         if not x.is_floating_point():
-            raise ValueError(f"{name} expects floating-point data in [-1, 1], got {x.dtype}")
-        if not torch.compiler.is_compiling():  # the check syncs; compiled graphs skip it
-            _check_range(x, name)
+            raise ValueError(f"{name}: x must be floating-point data in [-1, 1], got dtype "
+                             f"{x.dtype}; convert it with x.float()")
+        _check_values(x, name, -1 - 1e-5, 1 + 1e-5, "rescale it to [-1, 1] (e.g. 2·x − 1 for "
+                      "data in [0, 1])")
         return quantize(x, self.num_bins) if self.kind == "discretized" else x
 
     def _class_probs(self, x: Tensor) -> Float[Tensor, "B *D K"]:
-        K, d = self.num_classes, self.data_shape
+        K, d, name = self.num_classes, self.data_shape, "the discrete BFN"
         dims = ", ".join(map(str, d))
-        if not x.is_floating_point():
-            if tuple(x.shape[1:]) != d:
-                raise ValueError(f"the discrete BFN expects class indices of shape (B, {dims}), "
-                                 f"got {tuple(x.shape)}; set data_shape= to match your data")
-            if not torch.compiler.is_compiling() and x.numel() and (
-                    x.min().item() < 0 or x.max().item() >= K):
-                raise ValueError(f"class indices must lie in [0, {K - 1}] (num_classes={K}), got "
-                                 f"values in [{x.min().item()}, {x.max().item()}]")
-            _, dtype = _device_dtype(self.model, x.device, None)
-            return F.one_hot(x.long(), K).to(dtype)
-        if tuple(x.shape[1:]) == (*d, K):
-            probs = x
-        elif K == 2 and tuple(x.shape[1:]) == d:
-            probs = torch.stack([1 - x, x], dim=-1)
-        else:
-            raise ValueError(f"the discrete BFN expects int64 class indices of shape (B, {dims}) "
-                             f"or float class probabilities of shape (B, {dims}, {K}), got "
-                             f"{x.dtype} of shape {tuple(x.shape)}")
-        if probs.numel() and (probs.min().item() < 0 or probs.max().item() > 1):
-            raise ValueError("soft targets must be probabilities in [0, 1]")
-        if probs.numel() and (probs.sum(-1) - 1).abs().max().item() > 1e-4:
-            raise ValueError("soft targets must sum to 1 over the last (class) dimension")
-        return probs
+        if torch.is_tensor(x) and x.is_floating_point():
+            if tuple(x.shape[1:]) == d and K == 2:
+                _check_batch(x, d, self.model, name)
+                x = torch.stack([1 - x, x], dim=-1)
+            elif tuple(x.shape[1:]) != (*d, K):
+                raise ValueError(f"{name}: x must be int64 class indices of shape (B, {dims}) or "
+                                 f"float class probabilities of shape (B, {dims}, {K}), got "
+                                 f"dtype {x.dtype} of shape {tuple(x.shape)}")
+            _check_batch(x, (*d, K), self.model, name)
+            _check_values(x, name, 0.0, 1.0, "soft targets are probabilities in [0, 1]")
+            if not torch.compiler.is_compiling() and (x.sum(-1) - 1).abs().max().item() > 1e-4:
+                raise ValueError(f"{name}: x holds soft targets that do not sum to 1 over the "
+                                 "last (class) dimension; normalise them")
+            return x
+        _check_batch(x, d, self.model, name)
+        x = x.long() if x.dtype == torch.bool else x
+        if x.is_complex():
+            raise ValueError(f"{name}: x must be int64 class indices, got dtype {x.dtype}")
+        _check_values(x, name, 0, K - 1, f"class indices must lie in [0, {K - 1}] "
+                      f"(num_classes={K})")
+        _, dtype = _device_dtype(self.model, x.device, None)
+        return F.one_hot(x.long(), K).to(dtype)
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -671,8 +683,21 @@ def _repeat_kwargs(kwargs: dict, n: int, b: int) -> dict:
 
 
 def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of the model's parameters, unless given (the default dtype otherwise)."""
+    """Device and dtype of the model's parameters, unless given (the default dtype otherwise);
+    a given device must be the parameters' and a given dtype floating-point."""
     param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is not a device; use e.g. 'cpu' or "
+                             "'cuda'") from None
+        if param is not None and (device.type != param.device.type or device.index not in (
+                None, param.device.index)):
+            raise ValueError(f"device={str(device)!r} but the model is on {param.device}; move the "
+                             "model (bfn.to(device)) or leave device= out")
     if device is None:
         device = param.device if param is not None else torch.device("cpu")
     if dtype is None:
@@ -680,8 +705,47 @@ def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
     return torch.device(device), dtype
 
 
-def _check_range(x: Tensor, name: str) -> None:
-    lo, hi = x.min().item(), x.max().item()
-    if lo < -1 - 1e-5 or hi > 1 + 1e-5:
-        raise ValueError(f"{name} expects data in [-1, 1], got values in [{lo:.3g}, {hi:.3g}];"
-                         " rescale it (e.g. 2·x − 1 for data in [0, 1])")
+def _check_batch(x, data_shape: tuple[int, ...], model, name: str) -> None:
+    """x is a non-empty tensor (B, *data_shape) that holds values on the model's device."""
+    dims = ", ".join(map(str, data_shape))
+    if not torch.is_tensor(x):
+        raise ValueError(f"{name}: x must be a torch.Tensor of shape (B, {dims}), got "
+                         f"{type(x).__name__}")
+    if tuple(x.shape[1:]) != data_shape:
+        raise ValueError(f"{name}: x must have shape (B, {dims}), got {tuple(x.shape)}; "
+                         "set data_shape= to match your data")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: x is an empty batch of shape {tuple(x.shape)}; pass at least "
+                         "one example")
+    if x.is_meta:
+        raise ValueError(f"{name}: x is on the meta device and holds no values; pass real data")
+    param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if param is not None and param.device != x.device and not torch.compiler.is_compiling():
+        raise ValueError(f"{name}: x is on {x.device} but the model is on {param.device}; move "
+                         "one of them (x.to(device) or bfn.to(device))")
+
+
+def _check_values(x: Tensor, name: str, lo: float, hi: float, fix: str) -> None:
+    """x is finite and inside [lo, hi]: one host sync, skipped while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return
+    a, b = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(a) and math.isfinite(b)):
+        kind = "NaN" if math.isnan(a) or math.isnan(b) else "infinite"
+        raise ValueError(f"{name}: x contains {kind} values; clean the data first "
+                         "(torch.isfinite(x).all() must hold)")
+    if a < lo or b > hi:
+        raise ValueError(f"{name}: x holds values in [{a:.3g}, {b:.3g}]; {fix}")
+
+
+def _count(n, name: str) -> int:
+    """A positive integer argument; bools and non-integral numbers are refused."""
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        value = operator.index(n)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value

@@ -13,6 +13,7 @@ The model is any callable ``model(mu, t, **model_kwargs)`` with ``t`` of shape `
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -154,7 +155,7 @@ class BSI(nn.Module):
     # ---- losses -----------------------------------------------------------------------------
     def train_loss(self, x: Float[Tensor, " B *D"], generator=None, **model_kwargs) -> Tensor:
         """Per-example loss λ·L·mean_d (x − x̂(μ, cdf λ))² with λ ~ p(λ) (1/p(λ) = λ·L)."""
-        self._check_shape(x)
+        self._check_data(x)
         t = self.sample_t(1, x.shape[0], x, generator)[0]
         lam = self.icdf(t)
         mu = self.sample_belief(x, lam, generator)
@@ -164,8 +165,8 @@ class BSI(nn.Module):
     def measurement_loss(self, x: Tensor, n_samples: int = 10, generator=None,
                          **model_kwargs) -> Float[Tensor, " n B"]:
         """Infinite-step measurement loss L_M = ½·λ·L·Σ_d (x − x̂)², λ ~ p(λ); n samples each."""
-        self._check_shape(x)
-        n, b = n_samples, x.shape[0]
+        self._check_data(x)
+        n, b = _count(n_samples, "n_samples"), x.shape[0]
         t = self.sample_t(n, b, x, generator).reshape(n * b)
         xs = repeat(x, "b ... -> (n b) ...", n=n)
         lam = self.icdf(t)
@@ -177,12 +178,12 @@ class BSI(nn.Module):
                                 n_samples: int = 10, generator=None,
                                 **model_kwargs) -> Float[Tensor, " n B"]:
         """k-step measurement loss ½·k·α_i·Σ_d (x − x̂(μ, t_i))², i ~ U{0..k−1}, μ ~ q(μ|x, λ_i)."""
-        self._check_shape(x)
+        self._check_data(x)
         ts = self.schedule_t(k, t, x)
         k = ts.numel() - 1
         lam = self.icdf(ts)
         alpha = lam[1:] - lam[:-1]
-        n, b = n_samples, x.shape[0]
+        n, b = _count(n_samples, "n_samples"), x.shape[0]
         i = torch.randint(0, k, (n * b,), generator=generator, device=x.device)
         xs = repeat(x, "b ... -> (n b) ...", n=n)
         x_hat = self.predict(self.sample_belief(xs, lam[i], generator), ts[i],
@@ -192,9 +193,8 @@ class BSI(nn.Module):
     def reconstruction_loss(self, x: Tensor, n_samples: int = 1, generator=None,
                             **model_kwargs) -> Float[Tensor, " n B"]:
         """−log p(x | x̂(μ, 1)) with μ ~ q(μ | x, λ_M) and p = N(x̂, α_R⁻¹), discretized if set."""
-        self._check_shape(x)
-        self._check_range(x)
-        n, b = n_samples, x.shape[0]
+        self._check_data(x)
+        n, b = _count(n_samples, "n_samples"), x.shape[0]
         xs = repeat(x, "b ... -> (n b) ...", n=n)
         lam = torch.full((n * b,), self.lambda_M, dtype=x.dtype, device=x.device)
         t = torch.ones_like(lam)
@@ -217,6 +217,8 @@ class BSI(nn.Module):
         plus the variance of the bpd estimate when ``return_variance``:
         (1/(D ln 2))²·(Var L_R/n_R + Var L_M/n_M).
         """
+        _count(n_recon_samples, "n_recon_samples")
+        _count(n_measure_samples, "n_measure_samples")
         l_r = self.reconstruction_loss(x, n_recon_samples, generator, **model_kwargs)
         if k is None and t is None:
             l_m = self.measurement_loss(x, n_measure_samples, generator, **model_kwargs)
@@ -248,9 +250,7 @@ class BSI(nn.Module):
             if t.ndim != 1 or t.numel() < 2 or bool((t[1:] <= t[:-1]).any()):
                 raise ValueError("t must be a 1-D increasing schedule with at least 2 points")
             return t
-        k = self.k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be a positive number of steps, got {k}")
+        k = self.k if k is None else _count(k, "k")
         u = torch.linspace(0, 1, k + 1, dtype=torch.float64)
         name = schedule or self.schedule
         s0, s1 = self.lambda_0 ** -0.5, self.lambda_M ** -0.5
@@ -291,6 +291,7 @@ class BSI(nn.Module):
 
     def _run_sampler(self, n_samples, k, t, schedule, generator, device, dtype, keep: bool,
                      model_kwargs: dict) -> dict[str, Tensor]:
+        n_samples = _count(n_samples, "n_samples")
         device, dtype = _device_dtype(self.model, device, dtype)
         # The per-step constants in float64 on the host, moved once: the loop never syncs.
         ts64 = self.schedule_t(k, t, torch.empty((), dtype=torch.float64), schedule)
@@ -320,23 +321,66 @@ class BSI(nn.Module):
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
 
     # ---- input checks -------------------------------------------------------------------------
-    def _check_shape(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
-            shape = ", ".join(map(str, self.data_shape))
-            raise ValueError(f"BSI expects data of shape (B, {shape}), got {tuple(x.shape)}; "
-                             "set data_shape= to match your data")
+    def _check_data(self, x: Tensor) -> None:
+        """x: a non-empty float batch (B, *data_shape) of finite values on the model's device,
+        inside the discretization's range when there is one."""
+        _check_batch(x, self.data_shape, self.model)
         if not x.is_floating_point():
-            raise ValueError(f"BSI expects floating-point data, got {x.dtype}")
-
-    def _check_range(self, x: Tensor) -> None:
+            raise ValueError(f"BSI: x must be floating-point data, got dtype {x.dtype}; "
+                             "convert it with x.float()")
         d = self.discretization
         if d is None:
-            return
-        tol = d.bin_width / 2
-        lo, hi = x.min().item(), x.max().item()
-        if lo < d.min - tol or hi > d.max + tol:
-            raise ValueError(f"data lies in [{lo:.3g}, {hi:.3g}] but the discretization expects "
-                             f"[{d.min}, {d.max}]; rescale it (e.g. 2·x − 1 for data in [0, 1])")
+            _check_values(x)
+        else:
+            tol = d.bin_width / 2
+            _check_values(x, d.min - tol, d.max + tol,
+                          f"the discretization expects [{d.min}, {d.max}]; rescale it "
+                          "(e.g. 2·x − 1 for data in [0, 1]) or change discretization=")
+
+def _check_batch(x, data_shape: tuple[int, ...], model) -> None:
+    """x is a non-empty tensor (B, *data_shape) that holds values on the model's device."""
+    dims = ", ".join(map(str, data_shape))
+    if not torch.is_tensor(x):
+        raise ValueError(f"BSI: x must be a torch.Tensor of shape (B, {dims}), got "
+                         f"{type(x).__name__}")
+    if tuple(x.shape[1:]) != data_shape:
+        raise ValueError(f"BSI: x must have shape (B, {dims}), got {tuple(x.shape)}; "
+                         "set data_shape= to match your data")
+    if x.shape[0] == 0:
+        raise ValueError(f"BSI: x is an empty batch of shape {tuple(x.shape)}; pass at least "
+                         "one example")
+    if x.is_meta:
+        raise ValueError("BSI: x is on the meta device and holds no values; pass real data")
+    param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if param is not None and param.device != x.device and not torch.compiler.is_compiling():
+        raise ValueError(f"BSI: x is on {x.device} but the model is on {param.device}; move "
+                         "one of them (x.to(device) or bsi.to(device))")
+
+
+def _check_values(x: Tensor, lo: float = -math.inf, hi: float = math.inf, fix: str = "") -> None:
+    """x is finite and inside [lo, hi]: one host sync, skipped while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return
+    a, b = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(a) and math.isfinite(b)):
+        kind = "NaN" if math.isnan(a) or math.isnan(b) else "infinite"
+        raise ValueError(f"BSI: x contains {kind} values; clean the data first "
+                         "(torch.isfinite(x).all() must hold)")
+    if a < lo or b > hi:
+        raise ValueError(f"BSI: x lies in [{a:.3g}, {b:.3g}], outside the range; {fix}")
+
+
+def _count(n, name: str) -> int:
+    """A positive integer argument; bools and non-integral numbers are refused."""
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        value = operator.index(n)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def _bcast(c: Tensor, like: Tensor) -> Tensor:
@@ -365,8 +409,21 @@ def _repeat_kwargs(kwargs: dict, n: int, b: int) -> dict:
 
 
 def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of the model's parameters, unless given (float32 on CPU otherwise)."""
+    """Device and dtype of the model's parameters, unless given (float32 on CPU otherwise);
+    a given device must be the parameters' and a given dtype floating-point."""
     param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is not a device; use e.g. 'cpu' or "
+                             "'cuda'") from None
+        if param is not None and (device.type != param.device.type or device.index not in (
+                None, param.device.index)):
+            raise ValueError(f"device={str(device)!r} but the model is on {param.device}; move the "
+                             "model (bsi.to(device)) or leave device= out")
     if device is None:
         device = param.device if param is not None else torch.device("cpu")
     if dtype is None:

@@ -29,6 +29,7 @@ Depends on torch, jaxtyping and the sibling ``ode.py`` (torch + torchdiffeq).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -72,21 +73,17 @@ def inflation_rates(data_dim: int, dims_to_keep: int | None = None, inflation: I
     k = data_dim if dims_to_keep is None else dims_to_keep
     if not 1 <= k <= data_dim:
         raise ValueError(f"dims_to_keep must lie in [1, {data_dim}], got {dims_to_keep}")
+    if inflation not in ("orig", "constant_inflation_gap"):
+        raise ValueError(f"unknown inflation {inflation!r}; use 'orig' or "
+                         "'constant_inflation_gap'")
+    if inflation == "constant_inflation_gap" and (inflation_gap is None or inflation_gap <= -1):
+        raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > −1 "
+                         "(compressed dims get g_i = −inflation_gap; the paper's "
+                         "IG = g* − g_i = 1 + inflation_gap, e.g. 0.02 for IG = 1.02)")
     g = torch.zeros(data_dim, dtype=torch.float64, device="cpu")
     if k < data_dim:
-        if inflation == "orig":
-            g_compressed = -k / (data_dim - k)
-        elif inflation == "constant_inflation_gap":
-            if inflation_gap is None or inflation_gap <= -1:
-                raise ValueError("inflation='constant_inflation_gap' needs inflation_gap > −1 "
-                                 "(compressed dims get g_i = −inflation_gap; the paper's "
-                                 "IG = g* − g_i = 1 + inflation_gap, e.g. 0.02 for IG = 1.02)")
-            g_compressed = -float(inflation_gap)
-        else:
-            raise ValueError(f"unknown inflation {inflation!r}; use 'orig' or "
-                             "'constant_inflation_gap'")
         g[:k] = 1.0
-        g[k:] = g_compressed
+        g[k:] = -k / (data_dim - k) if inflation == "orig" else -float(inflation_gap)
     return g * g_rescaling
 
 
@@ -394,7 +391,11 @@ class InflationaryFlow(nn.Module):
         if grid is not None:
             grid = torch.as_tensor(grid).to(dtype=dtype, device=device)
             return grid.flip(0) if grid.numel() > 1 and grid[0] > grid[-1] else grid
+        if n_steps is not None:
+            n_steps = _count(n_steps, "n_steps")
         if h is not None:
+            if not h > 0:
+                raise ValueError(f"h must be a positive step size, got {h!r}")
             n_steps = max(1, math.ceil((self.t_max - self.t_start) / h - 1e-9))
         if n_steps is None:
             n_steps = 1 if solver == "adaptive" else FIXED_STEPS[solver]
@@ -414,6 +415,7 @@ class InflationaryFlow(nn.Module):
         differentiable, sets ``last_nfe``. The adaptive solver's absolute tolerance is per ES
         dim, atol·σ_i (:meth:`state_scale`), so that every direction — the compressed ones of
         a PR-reducing flow included — is resolved to the same relative accuracy."""
+        _check_tolerances(rtol, atol)
         res = solve(lambda t, xt: self.velocity(xt, t, **model_kwargs), x, grid, solver,
                     rtol, atol * self.state_scale(grid), return_trajectory)
         self.last_nfe = res.nfe
@@ -453,9 +455,7 @@ class InflationaryFlow(nn.Module):
         """Generation: integrate the latents z (scaled ES, B × D) backward from t_max to
         t_start and map x̃ = x/s to data coordinates. With ``return_trajectory`` the
         :class:`ODEResult` whose ``x`` is the data and ``trajectory`` the scaled ES states."""
-        if z.ndim != 2 or z.shape[1] != self.data_dim:
-            raise ValueError(f"latents must have shape (B, {self.data_dim}) (scaled ES "
-                             f"coordinates, as returned by encode), got {tuple(z.shape)}")
+        self._check_data(z, "z")
         grid = self.time_grid(solver, n_steps, h, grid, like=z).flip(0)
         res = self.integrate(z, grid, solver, rtol, atol, return_trajectory, **model_kwargs)
         x = self.schedule.from_es(res.x / self.schedule.s(grid[-1]))
@@ -476,6 +476,8 @@ class InflationaryFlow(nn.Module):
         """Standard deviations of the latent prior: A0 for the first k dims (spec: variance 1
         at A0 = 1), √eps for the compressed ones; eps = None takes the variance the schedule
         implies at t_max, s(T)²(λ_i + γ_i(T))."""
+        if eps is not None and not (isinstance(eps, int | float) and 0 < eps < math.inf):
+            raise ValueError(f"eps must be a positive variance (or None), got {eps!r}")
         like = like if like is not None else self.schedule.lam
         std = torch.full((self.data_dim,), self.schedule.end_vars, dtype=like.dtype,
                          device=like.device)
@@ -491,6 +493,7 @@ class InflationaryFlow(nn.Module):
                        generator: torch.Generator | None = None, device=None, dtype=None
                        ) -> Float[Tensor, "n D"]:
         """z ~ N(0, diag(A0², …, A0², eps, …, eps)) in scaled ES coordinates (see latent_std)."""
+        n_samples = _count(n_samples, "n_samples")
         device, dtype = self._device_dtype(device, dtype)
         noise = torch.randn(n_samples, self.data_dim, generator=generator, device=device,
                             dtype=dtype)
@@ -561,6 +564,8 @@ class InflationaryFlow(nn.Module):
         fixed probes per example (default otherwise; unbiased, noisy).
         """
         self._check_data(x)
+        _count(n_probes, "n_probes")
+        _check_tolerances(rtol, atol)
         y = self.schedule.to_es(x)
         grid = self.time_grid(solver, n_steps, h, grid, like=y)
         if exact_divergence is None:
@@ -603,24 +608,82 @@ class InflationaryFlow(nn.Module):
         return -log_p, -log_p / (self.data_dim * math.log(2))
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _check_data(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
-            shape = ", ".join(map(str, self.data_shape))
-            raise ValueError(f"InflationaryFlow expects data of shape (B, {shape}), got "
-                             f"{tuple(x.shape)}; set data_shape= to match your data")
+    def _check_data(self, x: Tensor, name: str = "x") -> None:
+        """x: a non-empty float batch (B, *data_shape) of finite values on the flow's device
+        (``name="z"``: latents (B, D)). The value check syncs with the host and is skipped under
+        torch.compile."""
+        shape = (self.data_dim,) if name == "z" else self.data_shape
+        dims = ", ".join(map(str, shape))
+        what = "latents (scaled ES coordinates, as encode returns)" if name == "z" else "data"
+        if not torch.is_tensor(x):
+            raise ValueError(f"InflationaryFlow: {name} must be a torch.Tensor of shape (B, {dims})"
+                             f", got {type(x).__name__}")
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"InflationaryFlow: {name} must be {what} of shape (B, {dims}), got "
+                             f"{tuple(x.shape)}" + ("" if name == "z" else
+                                                    "; set data_shape= to match your data"))
+        if x.shape[0] == 0:
+            raise ValueError(f"InflationaryFlow: {name} is an empty batch of shape "
+                             f"{tuple(x.shape)}; pass at least one example")
         if not x.is_floating_point():
-            raise ValueError(f"InflationaryFlow expects floating-point data, got {x.dtype}")
+            raise ValueError(f"InflationaryFlow: {name} must be floating-point, got dtype "
+                             f"{x.dtype}; convert it with {name}.float()")
+        if x.is_meta:
+            raise ValueError(f"InflationaryFlow: {name} is on the meta device and holds no values;"
+                             " pass real data")
+        if torch.compiler.is_compiling():
+            return
+        device = self._device_dtype(None, None)[0]
+        if device != x.device:
+            raise ValueError(f"InflationaryFlow: {name} is on {x.device} but the flow is on "
+                             f"{device}; move one of them ({name}.to(device) or flow.to(device))")
+        a, b = torch.stack(torch.aminmax(x.detach())).tolist()
+        if not (math.isfinite(a) and math.isfinite(b)):
+            kind = "NaN" if math.isnan(a) or math.isnan(b) else "infinite"
+            raise ValueError(f"InflationaryFlow: {name} contains {kind} values; clean it first "
+                             f"(torch.isfinite({name}).all() must hold)")
 
     def _device_dtype(self, device, dtype) -> tuple[torch.device, torch.dtype]:
         """The model parameters' device/dtype unless given; else the schedule's device and the
-        default dtype."""
+        default dtype. A given device must be the parameters' and a given dtype floating-point."""
         model = self.model
         param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device={device!r} is not a device; use e.g. 'cpu' or "
+                                 "'cuda'") from None
+            own = param.device if param is not None else self.schedule.lam.device
+            if device.type != own.type or device.index not in (None, own.index):
+                raise ValueError(f"device={str(device)!r} but the flow is on {own}; move it "
+                                 "(flow.to(device)) or leave device= out")
         if device is None:
             device = param.device if param is not None else self.schedule.lam.device
         if dtype is None:
             dtype = param.dtype if param is not None else torch.get_default_dtype()
         return torch.device(device), dtype
+
+
+def _count(n, name: str) -> int:
+    """A positive integer argument; bools and non-integral numbers are refused."""
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        value = operator.index(n)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def _check_tolerances(rtol: float, atol: float) -> None:
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(value, int | float) and 0 < value < math.inf):
+            raise ValueError(f"{name} must be a positive tolerance, got {value!r}")
 
 
 # ---- closed-form denoisers (usable as ``model`` with preconditioning=None, space="IS") ------

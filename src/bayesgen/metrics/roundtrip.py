@@ -2,8 +2,12 @@
 
 `roundtrip_mse` is the Inflationary Flows image metric (calc_roundtrip_mse.py): the squared
 error on the 0–255 pixel scale of the images as they would be saved as PNGs, averaged over
-samples and dimensions. The reference subtracts the uint8 arrays and so wraps around modulo 256
-(e.g. 0 − 1 = 255, squared 65025 instead of 1); here the pixels are subtracted in float64.
+samples and dimensions. The reference subtracts *and squares* the uint8 arrays, so each squared
+difference is d² mod 256 (numpy sums the uint8 squares in a wider type): the sign wrap of the
+subtraction cancels ((256 − d)² ≡ d² mod 256), differences below 16 are exact and larger ones
+are reduced (e.g. d = 16 counts 0 instead of 256), so the reference can only under-report.
+Here the pixels are subtracted and squared in float64 (`reference_uint8_squared_error` gives
+the reference's per-pixel value).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def roundtrip_mse(x: Tensor, x_back: Tensor, quantize: bool = True,
     With `quantize` (default) both images become the integer pixels a PNG would hold,
     p = clip(floor(127.5·x + 128), 0, 255) — (x + 1)·127.5 rounded half up and clipped, as EDM
     saves images (uint8 inputs are used as they are) — and MSE = mean over samples and
-    dimensions of (p − p_back)², computed in float64 (no uint8 wraparound). Without
+    dimensions of (p − p_back)², computed in float64 (no uint8 d² mod 256). Without
     `quantize`: mean of ((x − x_back)·127.5)², neither rounded nor clipped.
     `reduction="none"` returns the per-example mean over dimensions (B,).
     """
@@ -43,3 +47,10 @@ def relative_roundtrip_error(x: Tensor, x_back: Tensor) -> Tensor:
         raise ValueError(f"x {tuple(x.shape)} and x_back {tuple(x_back.shape)} differ in shape")
     x, x_back = x.double().flatten(1), x_back.double().flatten(1)
     return torch.linalg.vector_norm(x - x_back, dim=1) / torch.linalg.vector_norm(x, dim=1)
+
+
+def reference_uint8_squared_error(p: Tensor, p_back: Tensor) -> Tensor:
+    """The reference's per-pixel squared error of uint8 pixels: (p − p_back)² computed in uint8,
+    i.e. |p − p_back|² mod 256 (exact below a difference of 16, smaller above), as int64."""
+    d = p.to(torch.uint8) - p_back.to(torch.uint8)
+    return (d * d).to(torch.int64)

@@ -13,8 +13,14 @@ from bayesgen.nets.adapters import (
     ChannelsLastCategorical,
     ClassifierFreeGuidance,
 )
+from bayesgen.nets.bfn_unet import BFNVDMUNet
 from bayesgen.nets.dit import DiT
-from bayesgen.nets.embeddings import FourierFeatures, LabelEmbedding, SinusoidalEmbedding
+from bayesgen.nets.embeddings import (
+    FourierFeatures,
+    LabelEmbedding,
+    NyquistEmbedding,
+    SinusoidalEmbedding,
+)
 from bayesgen.nets.mlp import MLP, ToyNet
 from bayesgen.nets.songunet import SongUNet
 from bayesgen.nets.transformer import Transformer
@@ -24,6 +30,7 @@ NETS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "toy": ToyNet,
     "vdm_unet": VDMUNet,
+    "bfn_vdm_unet": BFNVDMUNet,
     "improved_unet": ImprovedUNet,
     "song_unet": SongUNet,
     "dit": DiT,
@@ -45,7 +52,8 @@ def count_parameters(net: nn.Module) -> int:
 
 
 __all__ = [
-    "NETS", "BinaryImageAdapter", "ChannelsLastCategorical", "ClassifierFreeGuidance", "DiT",
-    "FourierFeatures", "ImprovedUNet", "LabelEmbedding", "MLP", "SinusoidalEmbedding",
+    "NETS", "BFNVDMUNet", "BinaryImageAdapter", "ChannelsLastCategorical",
+    "ClassifierFreeGuidance", "DiT", "FourierFeatures", "ImprovedUNet", "LabelEmbedding", "MLP",
+    "NyquistEmbedding", "SinusoidalEmbedding",
     "SongUNet", "ToyNet", "Transformer", "VDMUNet", "build_net", "count_parameters",
 ]

@@ -26,22 +26,25 @@ class ChannelsLastCategorical(nn.Module):
 
 
 class BinaryImageAdapter(nn.Module):
-    """Two-class θ (B, C, *spatial, 2) → the single channel 2θ₁ − 1 per input channel, as
-    BFN's binarized-MNIST net sees it; build the net with ``in_channels = out_channels = C``.
+    """Two-class θ (B, C, *spatial, 2) → the single channel 2θ_c − 1 per input channel, c =
+    ``input_class``; build the net with ``in_channels = out_channels = C``. BFN's official
+    binarized-MNIST code feeds class 0's probability (``input_class=0``, i.e. 1 − 2θ₁).
 
     The net's output l is the log-odds of class 1; it returns the logits [−l/2, l/2] along a
     new last axis, so that softmax gives p(class 1) = sigmoid(l).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, input_class: int = 1):
         super().__init__()
-        self.net = net
+        if input_class not in (0, 1):
+            raise ValueError(f"input_class must be 0 or 1, got {input_class}")
+        self.net, self.input_class = net, input_class
 
     def forward(self, x: Tensor, t: Tensor, **kwargs) -> Tensor:
         if x.shape[-1] != 2:
             raise ValueError(f"BinaryImageAdapter needs K = 2 classes on the last axis, got "
                              f"{x.shape[-1]}; use ChannelsLastCategorical for K > 2")
-        half = self.net(2 * x[..., 1] - 1, t, **kwargs) / 2
+        half = self.net(2 * x[..., self.input_class] - 1, t, **kwargs) / 2
         return torch.stack([-half, half], dim=-1)
 
 

@@ -41,6 +41,31 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angle.cos(), angle.sin()], dim=-1).to(t.dtype)
 
 
+class NyquistEmbedding(nn.Module):
+    """BSI's time embedding: sin(2π·f_i·t), cos(2π·f_i·t) interleaved, for ``size // 2``
+    frequencies f_i spaced geometrically from 1/8 to (expected_rate / 2) / (2φ), φ the golden
+    ratio: the slowest feature is nearly linear on [0, 1], the fastest stays below the Nyquist
+    frequency of ``expected_rate`` evaluations per unit time. ``t`` is used as given (∈ [0, 1]).
+    """
+
+    def __init__(self, size: int = 32, expected_rate: float = 100.0):
+        super().__init__()
+        if size % 2:
+            raise ValueError(f"NyquistEmbedding needs an even size, got {size}")
+        self.size = size
+        golden = (1 + math.sqrt(5)) / 2
+        freqs = torch.logspace(math.log10(1 / 8), math.log10(expected_rate / 2 / (2 * golden)),
+                               size // 2, dtype=torch.float64)
+        self.register_buffer("omega", (2 * math.pi * freqs).float(), persistent=False)
+
+    def forward(self, t: Tensor) -> Tensor:
+        if t.ndim != 1:
+            raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}; flatten it first")
+        dtype = _compute_dtype(t)
+        angle = t.to(dtype)[:, None] * self.omega.to(dtype)
+        return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1).to(t.dtype)
+
+
 class FourierFeatures(nn.Module):
     """VDM's Fourier features sin(2π·2ⁿ·x), cos(2π·2ⁿ·x) of every input channel.
 

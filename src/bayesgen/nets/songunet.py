@@ -70,7 +70,9 @@ class SongUNet(nn.Module):
     elsewhere) and ``num_blocks + 1`` blocks on skip-concatenated features, then
     GroupNorm → SiLU → conv. Attention at ``attn_resolutions`` (pixels). At EDM's CIFAR-10
     setting (the defaults) it has 55.7M parameters. The time input is used as is
-    (``time_scale=1``): EDM and Inflationary Flows pass c_noise = 999·t.
+    (``time_scale=1``): EDM and Inflationary Flows pass c_noise = 999·t. ``augment_dim`` > 0
+    adds EDM's augmentation-label input: ``augment_labels`` (B, augment_dim) from the
+    augmentation pipeline enter the embedding through a bias-free Linear (none at sampling).
     """
 
     def __init__(
@@ -85,11 +87,14 @@ class SongUNet(nn.Module):
         dropout: float = 0.13,
         num_classes: int = 0,
         time_scale: float = 1.0,
+        augment_dim: int = 0,
     ):
         super().__init__()
         emb_dim = 4 * model_channels
         self.time_emb = SinusoidalEmbedding(model_channels, time_scale)
         self.label_emb = LabelEmbedding(num_classes, model_channels)
+        self.augment_emb = (nn.Linear(augment_dim, model_channels, bias=False)
+                            if augment_dim else None)
         self.map = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(),
                                  nn.Linear(emb_dim, emb_dim), nn.SiLU())
         block = dict(emb_dim=emb_dim, dropout=dropout)
@@ -130,7 +135,8 @@ class SongUNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         with torch.no_grad():
             for m in self.modules():
                 if isinstance(m, SongBlock):
@@ -140,9 +146,16 @@ class SongUNet(nn.Module):
                     m.proj.weight.mul_(1e-5)
             self.out[-1].weight.mul_(1e-5)
 
-    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None,
+                augment_labels: Tensor | None = None) -> Tensor:
         c = self.time_emb(t)
-        c = self.map(c + self.label_emb(class_labels, c))
+        c = c + self.label_emb(class_labels, c)
+        if augment_labels is not None:
+            if self.augment_emb is None:
+                raise ValueError("got augment_labels but the network has no augmentation input; "
+                                 "build it with augment_dim=9 (EDM's pipeline)")
+            c = c + self.augment_emb(augment_labels.to(c.dtype))
+        c = self.map(c)
         h = self.encode(x)
         skips = [h]
         for block in self.enc:

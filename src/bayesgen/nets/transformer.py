@@ -28,14 +28,28 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class Transformer(nn.Module):
-    """BFN's text8 network: (B, L, K) probabilities θ → (B, L, K) logits.
+def bfn_position_encoding(seq_len: int, dim: int, base: float = 1000.0) -> Tensor:
+    """BFN's fixed text positions (``utils_model.pe_encode``): even features
+    sin(p / base^(j/dim)) at even j, odd features cos(p / base^(j/dim)) at odd j. It departs
+    from "Attention is all you need" (base 10⁴, one exponent per sin/cos pair);
+    ``Transformer(position_encoding="transformer")`` gives that one."""
+    pos = torch.arange(seq_len, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)
+    angle = pos / base ** (j / dim)
+    return torch.where(j % 2 == 0, angle.sin(), angle.cos()).float()
 
-    Tokens are Linear(2θ − 1) plus a fixed sinusoidal position embedding plus the time (and
-    class) embedding; ``n_layer`` non-causal pre-LN blocks; a final LayerNorm whose output is
-    concatenated with the input tokens (``skip``, as in BFN) before the linear head.
-    ``vocab_size`` is K (27 for text8); ``num_classes`` is the number of *conditioning* classes.
-    170.8M parameters at the defaults. nanoGPT initialisation.
+
+class Transformer(nn.Module):
+    """BFN's text8 network (``networks/transformer.py``, nanoGPT without a causal mask, with
+    the ``TextInputAdapter``): (B, L, K) probabilities θ → (B, L, K) logits.
+
+    Tokens: Linear(2θ − 1) + fixed positions + Linear(2t − 1) (+ a class embedding);
+    ``n_layer`` pre-LN blocks; a final LayerNorm whose output is concatenated with the input
+    tokens (``skip``) before the linear head. ``vocab_size`` is K (27 for text8);
+    ``num_classes`` the number of *conditioning* classes. 170,175,003 parameters at the
+    defaults; nanoGPT initialisation. ``time_embedding="sinusoidal"`` and
+    ``position_encoding="transformer"`` give bayesgen's earlier variant (a sinusoidal time
+    embedding through a Linear, the paper's positions; 170,764,059 parameters).
     """
 
     def __init__(
@@ -48,16 +62,25 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 0,
         skip: bool = True,
+        time_embedding: str = "linear",
+        position_encoding: str = "bfn",
         time_scale: float = 1000.0,
     ):
         super().__init__()
+        if time_embedding not in ("linear", "sinusoidal"):
+            raise ValueError(f"time_embedding must be linear or sinusoidal, not {time_embedding!r}")
+        if position_encoding not in ("bfn", "transformer"):
+            raise ValueError("position_encoding must be bfn or transformer, "
+                             f"not {position_encoding!r}")
         self.vocab_size, self.seq_len, self.skip = vocab_size, seq_len, skip
         self.embed = nn.Linear(vocab_size, n_embd)
-        positions = torch.arange(seq_len).float()
-        self.register_buffer("pos_embed", SinusoidalEmbedding(n_embd, scale=1.0)(positions),
-                             persistent=False)
-        self.time_emb = nn.Sequential(SinusoidalEmbedding(n_embd, time_scale),
-                                      nn.Linear(n_embd, n_embd))
+        positions = (bfn_position_encoding(seq_len, n_embd) if position_encoding == "bfn" else
+                     SinusoidalEmbedding(n_embd, scale=1.0)(torch.arange(seq_len).float()))
+        self.register_buffer("pos_embed", positions, persistent=False)
+        self.time_emb = (nn.Linear(1, n_embd) if time_embedding == "linear" else
+                         nn.Sequential(SinusoidalEmbedding(n_embd, time_scale),
+                                       nn.Linear(n_embd, n_embd)))
+        self.linear_time = time_embedding == "linear"
         self.label_emb = LabelEmbedding(num_classes, n_embd)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
@@ -80,7 +103,9 @@ class Transformer(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.vocab_size or x.shape[1] > self.seq_len:
             raise ValueError(f"expected probabilities (B, L ≤ {self.seq_len}, {self.vocab_size}), "
                              f"got {tuple(x.shape)}")
-        c = self.time_emb(t)
+        if t.ndim != 1:
+            raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}; flatten it first")
+        c = self.time_emb((2 * t - 1)[:, None] if self.linear_time else t)
         c = c + self.label_emb(class_labels, c)
         tokens = self.embed(2 * x - 1) + self.pos_embed[: x.shape[1]].to(x.dtype) + c[:, None]
         h = self.drop(tokens)

@@ -1,4 +1,5 @@
-"""Convolutional U-Nets: VDM's full-resolution U-Net and improved-diffusion's U-Net."""
+"""Convolutional U-Nets: VDM's full-resolution U-Net as BSI builds it, and improved-diffusion's
+U-Net with the options BFN's official MNIST network adds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bayesgen.nets.embeddings import FourierFeatures, LabelEmbedding, SinusoidalEmbedding
+from bayesgen.nets.embeddings import (
+    FourierFeatures,
+    LabelEmbedding,
+    NyquistEmbedding,
+    SinusoidalEmbedding,
+)
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -78,14 +84,60 @@ class EmbedSequential(nn.Sequential):
         return x
 
 
-class VDMUNet(nn.Module):
-    """The U-Net of VDM (Kingma et al. 2021) as used by BSI and BFN on CIFAR-10.
+class ModulatedResBlock(nn.Module):
+    """BSI's residual block: GroupNorm → SiLU → 3×3 conv → h·(1 + scale) + shift → SiLU →
+    dropout → 3×3 conv, plus a (1×1-projected) skip; scale and shift are a Linear of the
+    conditioning vector. No second normalization and no zero initialisation (PyTorch defaults).
+    """
 
-    No downsampling: input + Fourier features → conv → ``n_blocks`` residual blocks at full
-    resolution → middle block (res, attention, res) → ``n_blocks`` residual blocks on the
-    features concatenated with the mirrored down-path outputs → 1×1 conv. Time (and class)
-    enter every block as a scale and shift after a GroupNorm. 27.6M parameters at the
-    defaults (3 channels).
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0,
+                 groups: int = 32):
+        super().__init__()
+        self.scale_shift = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        scale, shift = self.scale_shift(c)[..., None, None].chunk(2, dim=1)
+        h = self.conv1(F.silu(self.norm(x)))
+        h = self.conv2(self.dropout(F.silu(h * (1 + scale) + shift)))
+        return self.skip(x) + h
+
+
+class ConvAttention(nn.Module):
+    """BSI's attention over the pixels with 3×3 convolutions for q, k, v and the output:
+    x + out(attn(GroupNorm(x)))."""
+
+    def __init__(self, channels: int, num_heads: int = 1, groups: int = 32):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three h d) x y -> three b h (x y) d",
+                            three=3, h=self.num_heads)
+        a = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(rearrange(a, "b h (x y) d -> b (h d) x y", x=x.shape[-2]))
+
+
+class VDMUNet(nn.Module):
+    """The VDM U-Net without downsampling as the BSI repository builds it
+    (``bsi/models/vdm_unet.py``, ``DenoisingVDMUNet``), the network of BSI's CIFAR-10 run.
+
+    Input + Fourier features (2π·2ⁿ, n ∈ ``fourier_exponents``) → 3×3 conv → ``n_blocks``
+    residual blocks at full resolution → res, attention (3×3 q/k/v and output convs), res →
+    ``n_blocks`` residual blocks on the features concatenated with the mirrored down-path
+    outputs → 1×1 conv. Time: BSI's Nyquist embedding (``time_size`` features, t as given)
+    → Linear → SiLU → Linear → SiLU to ``time_mult·time_size`` features, which enter every block
+    as a scale and shift (``ModulatedResBlock``). 28,093,059 parameters at the defaults
+    (3 channels).
     """
 
     def __init__(
@@ -95,37 +147,45 @@ class VDMUNet(nn.Module):
         width: int = 128,
         n_blocks: int = 32,
         attention: bool = True,
+        num_heads: int = 1,
         dropout: float = 0.1,
         fourier_exponents: Sequence[int] = (6, 7, 8),
         num_classes: int = 0,
         groups: int = 32,
-        time_scale: float = 1000.0,
+        time_size: int = 32,
+        time_mult: int = 4,
+        expected_rate: float = 100.0,
     ):
         super().__init__()
-        self.time_emb = nn.Sequential(SinusoidalEmbedding(width, time_scale),
-                                      nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.label_emb = LabelEmbedding(num_classes, width)
+        emb_dim = time_size * time_mult
+        self.time_emb = NyquistEmbedding(time_size, expected_rate)
+        self.label_emb = LabelEmbedding(num_classes, time_size)
+        self.time_map = nn.Sequential(nn.Linear(time_size, emb_dim), nn.SiLU(),
+                                      nn.Linear(emb_dim, emb_dim), nn.SiLU())
         self.fourier = FourierFeatures(fourier_exponents)
         self.encode = nn.Conv2d(in_channels * (1 + self.fourier.multiplier), width, 3, padding=1)
-        block = dict(emb_dim=width, dropout=dropout, groups=groups)
-        self.down = nn.ModuleList(ResBlock(width, width, **block) for _ in range(n_blocks))
-        self.middle = EmbedSequential(
-            ResBlock(width, width, **block),
-            *([AttentionBlock(width, groups=groups)] if attention else []),
-            ResBlock(width, width, **block),
-        )
-        self.up = nn.ModuleList(ResBlock(2 * width, width, **block) for _ in range(n_blocks))
-        self.decode = zero_init(nn.Conv2d(width, out_channels or in_channels, 1))
+        block = dict(emb_dim=emb_dim, dropout=dropout, groups=groups)
+        self.down = nn.ModuleList(ModulatedResBlock(width, width, **block)
+                                  for _ in range(n_blocks))
+        self.middle = nn.ModuleList([
+            ModulatedResBlock(width, width, **block),
+            ConvAttention(width, num_heads, groups) if attention else nn.Identity(),
+            ModulatedResBlock(width, width, **block),
+        ])
+        self.up = nn.ModuleList(ModulatedResBlock(2 * width, width, **block)
+                                for _ in range(n_blocks))
+        self.decode = nn.Conv2d(width, out_channels or in_channels, 1)
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        c = self.time_emb(t)
-        c = c + self.label_emb(class_labels, c)
+        e = self.time_emb(t)
+        c = self.time_map(e + self.label_emb(class_labels, e))
         h = self.encode(torch.cat([x, self.fourier(x)], dim=1))
         skips = []
         for block in self.down:
             h = block(h, c)
             skips.append(h)
-        h = self.middle(h, c)
+        first, attn, second = self.middle
+        h = second(attn(first(h, c)), c)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), c)
         return self.decode(h)
@@ -159,6 +219,14 @@ class ImprovedUNet(nn.Module):
     whose blocks get attention, as in improved-diffusion's ``UNetModel``; the default (and
     BFN's [8, 16] on 28×28 input) leaves attention in the middle block only. Spatial sizes
     must halve evenly except at the last level (28 → 14 → 7 works).
+
+    Options of BFN's official MNIST network (``networks/unet_improved.py`` with its
+    ``FourierImageInputAdapter``; all three on there): ``time_channel`` appends 2t − 1 to the
+    input as one more channel; ``project_input`` maps every pixel's input channels linearly to
+    ``model_channels`` before the first conv; ``skip`` concatenates that (projected) input to
+    the output conv's ``model_channels`` features and maps them per pixel (a Linear) to
+    ``out_channels``. BFN's MNIST net also scales time by 4000 (``time_scale``): 24,808,961
+    parameters at in_channels 1, out_channels 1 with the three options on.
     """
 
     def __init__(
@@ -174,8 +242,17 @@ class ImprovedUNet(nn.Module):
         num_classes: int = 0,
         scale_shift: bool = False,
         time_scale: float = 1000.0,
+        time_channel: bool = False,
+        project_input: bool = False,
+        skip: bool = False,
     ):
         super().__init__()
+        out_channels = out_channels or in_channels
+        self.time_channel = time_channel
+        in_channels += int(time_channel)
+        self.project = nn.Conv2d(in_channels, model_channels, 1) if project_input else None
+        if project_input:
+            in_channels = model_channels
         emb_dim = 4 * model_channels
         self.time_emb = nn.Sequential(
             SinusoidalEmbedding(model_channels, time_scale),
@@ -216,12 +293,18 @@ class ImprovedUNet(nn.Module):
                     ds //= 2
                 self.up.append(EmbedSequential(*layers))
 
-        out_conv = nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)
+        out_conv = nn.Conv2d(ch, model_channels if skip else out_channels, 3, padding=1)
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), zero_init(out_conv))
+        self.head = nn.Conv2d(in_channels + model_channels, out_channels, 1) if skip else None
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         c = self.time_emb(t)
         c = c + self.label_emb(class_labels, c)
+        if self.time_channel:
+            plane = (2 * t - 1).to(x.dtype).view(-1, 1, *[1] * (x.ndim - 2))
+            x = torch.cat([x, plane.expand(-1, 1, *x.shape[2:])], dim=1)
+        if self.project is not None:
+            x = self.project(x)
         skips = []
         h = x
         for layer in self.down:
@@ -230,4 +313,5 @@ class ImprovedUNet(nn.Module):
         h = self.middle(h, c)
         for layer in self.up:
             h = layer(torch.cat([h, skips.pop()], dim=1), c)
-        return self.out(h)
+        h = self.out(h)
+        return h if self.head is None else self.head(torch.cat([x, h], dim=1))

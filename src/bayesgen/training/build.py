@@ -10,15 +10,22 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, get_method, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from bayesgen.training.callbacks import ProgressBar
+from bayesgen.training.callbacks import BoundaryCheckpoint, ProgressBar
+from bayesgen.training.checkpoint import (
+    CheckpointError,
+    SafeCheckpointIO,
+    checkpoint_config,
+    newest_intact_checkpoint,
+    read_checkpoint,
+)
 from bayesgen.training.ema import EMA
+from bayesgen.training.metrics_csv import AppendingCSVLogger
 from bayesgen.training.task import GenerativeTask
 
 # keys of a method config that configure evaluation and sampling, not the constructor
@@ -96,9 +103,26 @@ def build_method(cfg: DictConfig, dm) -> nn.Module:
     return target(model=net, data_shape=tuple(info.data_shape), **kwargs)
 
 
+def build_augment(cfg: DictConfig) -> nn.Module | None:
+    """The training-time augmentation pipeline of ``cfg.augment`` (None when unset); the
+    network must take its labels (``augment_labels``, e.g. SongUNet's ``augment_dim``)."""
+    if not cfg.get("augment"):
+        return None
+    forward = get_class(cfg.net._target_).forward
+    if "augment_labels" not in inspect.signature(forward).parameters:
+        raise ConfigError(f"augment=… needs a network that takes augment_labels; "
+                          f"{cfg.net._target_} does not (use net=ddpmpp with net.augment_dim)")
+    return instantiate(cfg.augment)
+
+
 def build_task(cfg: DictConfig, dm) -> GenerativeTask:
     info = dm.info
     method = build_method(cfg, dm)
+    augment = build_augment(cfg)
+    if augment is not None and cfg.net.get("augment_dim", 0) != augment.label_dim:
+        raise ConfigError(f"augment gives {augment.label_dim} labels but net.augment_dim is "
+                          f"{cfg.net.get('augment_dim', 0)}; set net.augment_dim="
+                          f"{augment.label_dim}")
     return GenerativeTask(
         method,
         **OmegaConf.to_container(cfg.optim)
@@ -109,6 +133,7 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
         label_dropout=cfg.conditional.label_dropout,
         compile=cfg.compile,
         config=OmegaConf.to_container(cfg, resolve=True),
+        augment=augment,
     )
 
 
@@ -117,9 +142,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     (``strategy: auto``); ``strategy`` may also be a name (``ddp``, ``fsdp``) or a ``_target_``
     node (``trainer=ddp``, ``trainer=fsdp``)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("skip_nonfinite", None)  # the task's, not Lightning's
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
+    ckpt = BoundaryCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
                            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
                            filename="step{step:07d}", auto_insert_metric_name=False)
     cbs = [ckpt, ProgressBar(leave=True), *(callbacks or [])]
@@ -128,11 +154,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
                        "cannot average sharded weights, so checkpoints and ema.safetensors hold "
                        "the raw weights. Set ema.enabled=false to silence this warning.")
     elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
-        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power))
-    loggers = [CSVLogger(run_dir, name="logs", version=""),
+        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
+                       cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
+    loggers = [AppendingCSVLogger(run_dir, name="logs", version=""),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
     return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers,
-                     enable_model_summary=False)
+                     plugins=[SafeCheckpointIO()], enable_model_summary=False)
 
 
 def is_sharded(strategy) -> bool:
@@ -143,36 +170,42 @@ def is_sharded(strategy) -> bool:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``)."""
+    """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``, or the newest
+    checkpoint that loads when there is none)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file() and (found := newest_intact_checkpoint(path, say=lambda m: None)):
+            return found[0]
+        path = last
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} not found; pass ckpt=<run dir or .ckpt file>")
     return path
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint in a run directory, or None: ``checkpoints/last.ckpt`` or an
-    ``hpc_ckpt_<n>.ckpt`` that Lightning saves when Slurm announces a preemption (SIGUSR1)."""
-    run_dir = Path(run_dir)
-    found = [p for p in (*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt")
-             if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+def latest_checkpoint(run_dir: str | Path, say=print) -> Path | None:
+    """The newest checkpoint of a run directory that loads, or None: ``checkpoints/last.ckpt``,
+    an ``hpc_ckpt_<n>.ckpt`` that Lightning saves when Slurm announces a preemption (SIGUSR1), or
+    a periodic ``checkpoints/step<n>.ckpt``; each one that does not load is reported via ``say``."""
+    found = newest_intact_checkpoint(run_dir, say=say)
+    return None if found is None else found[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """(config, task with the EMA weights, checkpoint path) of a training checkpoint."""
+    """(config, task with the EMA weights, checkpoint path) of a training checkpoint, loaded
+    safely (`read_checkpoint`: tensors and plain values only; `_target_`s checked)."""
     path = find_checkpoint(path)
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if "bayesgen_config" not in ckpt:
-        raise ConfigError(f"{path} was not written by bayesgen (no config inside)")
-    cfg = OmegaConf.create(ckpt["bayesgen_config"])
+    ckpt = read_checkpoint(path, map_location=map_location)
+    cfg = checkpoint_config(ckpt, path)
     with open_dict(cfg):
         cfg.data.num_workers = 0
         if cfg.method.get("data") == "auto":  # fitted statistics come from the state dict
             cfg.method.data = None
     task = build_task(cfg, build_datamodule(cfg))
-    task.load_state_dict(ckpt["state_dict"])
+    try:
+        task.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {path} do not fit its configuration "
+                              f"({str(e).splitlines()[0]})") from None
     task.eval()
     return cfg, task, path

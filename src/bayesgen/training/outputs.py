@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from bayesgen import viz
+from bayesgen.training.checkpoint import NonFiniteError, atomic_path, atomic_write, write_text
 
 # keys of ``sample_history`` that hold per-step states in data space, best first
 FRAME_KEYS = ("frames", "x_hat", "probs", "trajectory", "x_traj", "mu")
@@ -68,10 +70,24 @@ def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1
     return metrics | {"n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
 
 
+def _json_safe(value: Any, key: str, path: Path) -> Any:
+    """``value`` with an undefined standard error (one example) as null; any other NaN or
+    infinity is refused."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v, k, path) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, key, path) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        if key.endswith("_se") and math.isnan(value):
+            return None
+        raise NonFiniteError(f"refusing to write {path}: {key} is {value}")
+    return value
+
+
 def write_json(data: dict, path: str | Path) -> Path:
+    """``data`` as JSON, atomically; NaN/inf refused (a standard error of one example: null)."""
     path = Path(path)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(_json_safe(data, "", path), indent=2) + "\n")
 
 
 def sample_labels(task, n: int, label: int | None = None) -> dict[str, Tensor]:
@@ -97,33 +113,42 @@ def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,
     history = method.sample_history(n, generator=gen, **(sample_kwargs or {}),
                                     **(model_kwargs or {}))
     x = history["x"]
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"sampling produced non-finite values; nothing written to {out}")
     paths = {"tensor": out / "samples.pt"}
-    torch.save(x.cpu(), paths["tensor"])
+    atomic_write(paths["tensor"], lambda f: torch.save(x.cpu(), f))
     steps = _frames(history, x, frames)
     kind, num_classes = info.kind, getattr(info, "num_classes", None)
     if kind == "text":
         decode = info.decode
         text = [decode(row) for row in x.cpu()]
-        paths["text"] = out / "samples.txt"
-        paths["text"].write_text("\n\n".join(text) + "\n")
+        paths["text"] = write_text(out / "samples.txt", "\n\n".join(text) + "\n")
         return paths
     if kind == "image":
-        paths["image"] = viz.save_image(
-            viz.image_grid(viz.to_unit_images(x, num_classes)), out / "samples.png")
+        paths["image"] = _save(viz.save_image,
+                               viz.image_grid(viz.to_unit_images(x, num_classes)),
+                               out / "samples.png")
         pictures = [viz.image_grid(viz.to_unit_images(f, num_classes)) for f in steps]
     elif x.shape[1] in (2, 3):
         lims = (-3.5, 3.5)
-        paths["image"] = viz.save_image(viz.scatter(x, title="samples", lims=lims),
-                                        out / "samples.png")
+        paths["image"] = _save(viz.save_image, viz.scatter(x, title="samples", lims=lims),
+                               out / "samples.png")
         pictures = [viz.scatter(f, title=f"step {i + 1}/{len(steps)}", lims=lims)
                     for i, f in enumerate(steps)]
     else:
         return paths
     if animation != "none" and len(pictures) > 1:  # about 3 s, whatever the frame count
         duration = max(40, min(150, 3000 // len(pictures)))
-        paths["animation"] = viz.save_animation(pictures, out / f"sampling.{animation}",
-                                                duration_ms=duration)
+        paths["animation"] = _save(partial(viz.save_animation, duration_ms=duration), pictures,
+                                   out / f"sampling.{animation}")
     return paths
+
+
+def _save(save, data, path: Path) -> Path:
+    """``save(data, tmp)`` to a temporary file renamed to ``path`` (atomic)."""
+    with atomic_path(path) as tmp:
+        save(data, tmp)
+    return path
 
 
 def _frames(history: dict[str, Tensor], x: Tensor, n_frames: int) -> list[Tensor]:

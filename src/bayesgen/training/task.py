@@ -2,6 +2,10 @@
 
 A method is any module with ``train_loss(x, **model_kwargs) -> (B,)`` and
 ``elbo(x, **eval_kwargs, **model_kwargs) -> tuple`` whose second entry is bits per dimension.
+
+Non-finite guard: a NaN or infinite training loss or gradient norm stops training with a
+`NonFiniteError` naming the step and the quantity, before the optimizer step, so the weights
+stay finite; ``skip_nonfinite=N`` skips up to N such batches instead (each one reported).
 """
 
 from __future__ import annotations
@@ -13,6 +17,25 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+
+from bayesgen.training.checkpoint import NonFiniteError, config_to_text
+
+DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def weight_decay_groups(module: nn.Module, only_layer_weights: bool) -> tuple[list, list]:
+    """(decayed, not decayed) trainable parameters. With ``only_layer_weights`` only the
+    weights of linear and convolution layers decay — biases, norms, embeddings and free
+    parameters do not (nanoGPT's groups, which BFN's official text8 run uses); else all decay."""
+    decay, no_decay, seen = [], [], set()
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            layer_weight = name == "weight" and isinstance(m, DECAYED_LAYERS)
+            (decay if layer_weight or not only_layer_weights else no_decay).append(p)
+    return decay, no_decay
 
 
 class GenerativeTask(L.LightningModule):
@@ -34,6 +57,8 @@ class GenerativeTask(L.LightningModule):
         label_dropout: float = 0.0,
         compile: bool = False,
         config: dict | None = None,
+        skip_nonfinite: int = 0,
+        augment: nn.Module | None = None,
     ):
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -47,6 +72,8 @@ class GenerativeTask(L.LightningModule):
         self.num_labels, self.label_dropout = num_labels, label_dropout
         self.compile = compile
         self.config = config or {}
+        self.skip_nonfinite, self.skipped_nonfinite = skip_nonfinite, 0
+        self.augment = augment  # images -> (images, augment_labels) for the net, in training
         self._compiled_loss = None
         # means over every evaluated example, summed across ranks (Lightning's sync_dist of a
         # batch-size-weighted mean truncates the summed example counts to integers)
@@ -77,11 +104,53 @@ class GenerativeTask(L.LightningModule):
         fn = self._compiled_loss or self.method.train_loss
         return fn(x, **kwargs)
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         x, y = batch  # the loss is averaged in float32, also under bf16-mixed autocast
-        loss = self.train_loss(x, **self.model_kwargs(y, train=True)).float().mean()
+        kwargs = self.model_kwargs(y, train=True)
+        if self.augment is not None:
+            x, kwargs["augment_labels"] = self.augment(x)
+        try:
+            loss = self.train_loss(x, **kwargs).float().mean()
+        except ValueError as e:  # torch.distributions refusing NaN parameters
+            if "invalid values" not in str(e):
+                raise
+            raise NonFiniteError(f"non-finite values inside {type(self.method).__name__}."
+                                 f"train_loss at step {self.global_step} "
+                                 f"({str(e).splitlines()[0]})") from None
+        if self._nonfinite(loss, "training loss"):
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """The guard on the gradient norm (before clipping); under fp16 mixed precision the
+        gradient scaler handles infinite gradients itself."""
+        if self._trainer is not None and "16-mixed" == str(self.trainer.precision):
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        if self._nonfinite(norm, "gradient norm"):
+            optimizer.zero_grad(set_to_none=True)  # the optimizer step updates nothing
+
+    def _nonfinite(self, value: Tensor, quantity: str) -> bool:
+        """Whether ``value`` is NaN/inf on any rank: raises unless a skip is left."""
+        bad = not bool(torch.isfinite(value.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return False
+        where = f"non-finite {quantity} ({value.detach().float().cpu().item():g}) at step " \
+                f"{self.global_step}"
+        if self.skipped_nonfinite >= self.skip_nonfinite:
+            raise NonFiniteError(where)
+        self.skipped_nonfinite += 1
+        if self.global_rank == 0:
+            print(f"{where}: batch skipped ({self.skipped_nonfinite} of "
+                  f"trainer.skip_nonfinite={self.skip_nonfinite})", flush=True)
+        return True
 
     def _evaluate(self, batch, split: str) -> None:
         x, y = batch
@@ -103,13 +172,7 @@ class GenerativeTask(L.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.method.named_parameters():
-            if not p.requires_grad:
-                continue
-            skip = self.no_decay_on_norms_and_biases and (
-                p.ndim < 2 or "norm" in name.lower() or "emb" in name.lower())
-            (no_decay if skip else decay).append(p)
+        decay, no_decay = weight_decay_groups(self.method, self.no_decay_on_norms_and_biases)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=self.fused)
@@ -131,4 +194,8 @@ class GenerativeTask(L.LightningModule):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["bayesgen_config"] = self.config
+        checkpoint["bayesgen_config"] = config_to_text(self.config)  # YAML: plain text
+        checkpoint["bayesgen_skipped_nonfinite"] = self.skipped_nonfinite
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_nonfinite = int(checkpoint.get("bayesgen_skipped_nonfinite", 0))

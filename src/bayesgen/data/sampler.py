@@ -1,0 +1,49 @@
+"""A shuffling sampler whose order is a function of (seed, epoch) and that can resume mid-epoch.
+
+PyTorch's ``RandomSampler`` draws each epoch's permutation from the global RNG when its iterator
+starts, so a resumed run cannot know which order the interrupted one was in, nor where. Here
+epoch ``e`` is ``randperm(n)`` under a generator seeded from ``(seed, e)``, and
+``resume(epoch, skip)`` makes the next iteration start ``skip`` indices into that epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableRandomSampler(Sampler[int]):
+    """Indices ``0..n-1`` in a fresh order every epoch; ``set_epoch`` (Lightning calls it) or
+    the end of an iteration moves to the next epoch. ``epoch_in_progress`` is the epoch of the
+    iteration started last, which the training state records."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, int(seed)
+        self.epoch = 0
+        self.epoch_in_progress = 0
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """The next iteration is epoch ``epoch`` without its first ``skip`` indices."""
+        self.epoch, self._skip = int(epoch), int(skip)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, skip = self.epoch, self._skip
+        self._skip = 0
+        self.epoch_in_progress = epoch
+        yield from self.permutation(epoch)[skip:].tolist()
+        if self.epoch == epoch:  # nobody called set_epoch meanwhile: the next iteration is new
+            self.epoch = epoch + 1

@@ -1,0 +1,596 @@
+"""A configuration checked before any work starts.
+
+``SCHEMA`` states the type and range of every setting bayesgen reads itself (the Hydra groups
+``optim``, ``ema``, ``checkpoint``, ``conditional``, ``sample``, ``evaluate``, the data loader
+sizes and the Lightning ``trainer`` values that the engine depends on). ``validate_config``
+checks a composed (or resumed) configuration against it, rejects keys that nothing reads with a
+"did you mean", and checks that data, method and network fit together: a discrete method on
+continuous data, a BSI discretization that is not the data's, a network whose output is not
+what the method needs (found by one forward pass on the meta device, which costs no memory).
+Every problem is one ``ConfigError`` (a ``ValueError``) that names the setting and the fix.
+
+Why not Hydra structured configs: the ``trainer`` group is passed through to
+``lightning.Trainer`` (any of its arguments may be added), a resumed run's configuration comes
+from its checkpoint rather than from Hydra's composition, and ranges need checks of their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import math
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from bayesgen.training.build import METHOD_EXTRA_KEYS, ConfigError, build_method, compose_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("data", "method", "net", "trainer", "experiment")
+# groups whose every key bayesgen reads: a key in none of SCHEMA and config.yaml is a typo
+CLOSED_GROUPS = ("optim", "ema", "checkpoint", "conditional", "sample", "evaluate")
+# Trainer arguments that bayesgen sets itself (build_trainer)
+ENGINE_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_model_summary")
+PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
+              "16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+
+
+@dataclass(frozen=True)
+class Key:
+    """A setting's type (``int``, ``float``, ``bool``, ``str``; None: any) and allowed values:
+    inclusive ``min``/``max``, exclusive ``above``/``below``, ``choices``; ``null`` only when
+    ``optional``. ``check`` returns a problem for what the rest cannot say, or None."""
+
+    type: type | None
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple = ()
+    optional: bool = False
+    check: Callable[[Any], str | None] | None = None
+    hint: str = ""
+
+    def expected(self) -> str:
+        if self.choices:
+            text = "one of " + ", ".join(map(str, self.choices))
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false",
+                    str: "a string", None: "a value"}[self.type]
+            bounds = [f"≥ {self.min:g}" if self.min is not None else "",
+                      f"> {self.above:g}" if self.above is not None else "",
+                      f"≤ {self.max:g}" if self.max is not None else "",
+                      f"< {self.below:g}" if self.below is not None else ""]
+            text += " " + " and ".join(b for b in bounds if b) if any(bounds) else ""
+        return text + (" or null" if self.optional else "")
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value``, or None."""
+        if value is None:
+            return None if self.optional else f"expected {self.expected()}"
+        if self.choices:
+            return None if str(value) in map(str, self.choices) else f"expected {self.expected()}"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not {int: isinstance(value, int) and number, float: number and math.isfinite(value),
+                bool: isinstance(value, bool), str: isinstance(value, str),
+                None: True}[self.type]:
+            return f"expected {self.expected()}"
+        if number and ((self.min is not None and value < self.min)
+                       or (self.max is not None and value > self.max)
+                       or (self.above is not None and value <= self.above)
+                       or (self.below is not None and value >= self.below)):
+            return f"expected {self.expected()}"
+        return self.check(value) if self.check else None
+
+
+def _fraction_or_count(value: Any) -> str | None:
+    """Lightning's convention: an int counts batches/steps, a float is a fraction (≤ 1)."""
+    if isinstance(value, float) and value > 1:
+        return "a float is a fraction of an epoch (≤ 1); give an integer for a number of steps"
+    return None
+
+
+def _devices(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or value < -1):
+        return "expected a number of devices ≥ 1 (-1: all), 'auto' or a list of device ids"
+    return None
+
+
+def _strategy(value: Any) -> str | None:
+    if isinstance(value, DictConfig | dict):  # a _target_ node (trainer=ddp, trainer=fsdp)
+        return None
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if str(value) not in ("auto", *StrategyRegistry.available_strategies()):
+        return "expected auto, a Lightning strategy name (ddp, ddp_spawn, fsdp, …) or a node"
+    return None
+
+
+def _betas(value: Any) -> str | None:
+    if not (isinstance(value, list | tuple | ListConfig) and len(value) == 2 and all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+            for b in value)):
+        return "expected two numbers in [0, 1), e.g. [0.9,0.99]"
+    return None
+
+
+SCHEMA: dict[str, Key] = {
+    "seed": Key(int, min=0, max=2**32 - 1),
+    "compile": Key(bool),
+    "name": Key(str),
+    "run_dir": Key(str, optional=True),
+    "from_ckpt": Key(str, optional=True),
+    "optim.lr": Key(float, above=0),
+    "optim.betas": Key(None, check=_betas),
+    "optim.weight_decay": Key(float, min=0),
+    "optim.no_decay_on_norms_and_biases": Key(bool),
+    "optim.fused": Key(bool),
+    "optim.warmup_steps": Key(int, min=0),
+    "optim.lr_schedule": Key(str, choices=("constant", "cosine")),
+    "optim.min_lr": Key(float, min=0),
+    "ema.enabled": Key(bool),
+    "ema.decay": Key(float, min=0, max=1),
+    "ema.warmup_steps": Key(int, min=0),
+    "ema.power": Key(float, above=0),
+    "checkpoint.every_n_train_steps": Key(int, min=1),
+    "conditional.enabled": Key(bool),
+    "conditional.label_dropout": Key(float, min=0, below=1),
+    "conditional.guidance_scale": Key(float, min=0),
+    "sample.n": Key(int, min=1),
+    "sample.frames": Key(int, min=1),
+    "sample.animation": Key(str, choices=("gif", "webp", "none")),
+    "evaluate.split": Key(str, choices=("test", "val"),
+                          hint="the training split is not evaluated"),
+    "evaluate.max_batches": Key(int, min=1, optional=True, hint="null evaluates every batch"),
+    "evaluate.quality": Key(bool),
+    "evaluate.baselines": Key(bool),
+    "data.name": Key(str),
+    "data.batch_size": Key(int, min=1),
+    "data.eval_batch_size": Key(int, min=1, optional=True),
+    "data.num_workers": Key(int, min=0),
+    "trainer.max_steps": Key(int, min=1, hint="the number of optimizer steps"),
+    "trainer.val_check_interval": Key(float, above=0, check=_fraction_or_count),
+    "trainer.check_val_every_n_epoch": Key(int, min=1, optional=True),
+    "trainer.limit_val_batches": Key(float, min=0, check=_fraction_or_count),
+    "trainer.log_every_n_steps": Key(int, min=1),
+    "trainer.num_sanity_val_steps": Key(int, min=-1),
+    "trainer.accumulate_grad_batches": Key(int, min=1),
+    "trainer.gradient_clip_val": Key(float, min=0, optional=True),
+    "trainer.num_nodes": Key(int, min=1),
+    "trainer.devices": Key(None, check=_devices),
+    "trainer.strategy": Key(None, check=_strategy),
+    "trainer.precision": Key(None, choices=PRECISIONS),
+    "trainer.accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
+}
+
+METHOD_KINDS = {
+    "bayesgen.methods.bsi.BSI": "bsi",
+    "bayesgen.methods.bfn.BFN.continuous": "bfn_continuous",
+    "bayesgen.methods.bfn.BFN.discretized": "bfn_discretized",
+    "bayesgen.methods.bfn.BFN.discrete": "bfn_discrete",
+    "bayesgen.methods.inflationary.InflationaryFlow.from_data": "if",
+}
+
+
+# ---- composition ------------------------------------------------------------------------------
+def compose_checked(overrides: list[str]) -> DictConfig:
+    """``compose_config`` whose failures are one ``ConfigError``: a group option that does not
+    exist lists the ones that do; a key that does not exist gets a "did you mean"."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    try:
+        return compose_config(overrides)
+    except OverrideParseException:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for override in overrides:
+            try:
+                parser.parse_overrides([override])
+            except OverrideParseException as e:
+                raise ConfigError(f"cannot parse {override}: {_first_line(e)} (Hydra's override "
+                                  "syntax: quote values with special characters)") from None
+        raise
+    except MissingConfigException as e:
+        found = re.search(r"Could not find '([\w-]+)/([^'/]+)'", str(e))
+        if found is None or found[1] not in GROUPS:
+            raise
+        group, option = found[1], found[2]
+        raise ConfigError(f"{group}={option} does not exist; choose one of: "
+                          f"{', '.join(group_options(group))}") from None
+    except ConfigCompositionException as e:
+        found = re.search(r"Could not override '([^']+)'", str(e))
+        if found is not None:
+            key = found[1]
+            value = next((o.split("=", 1)[1] for o in overrides if o.startswith(key + "=")), "…")
+            raise ConfigError(_unknown_key(key, _known_keys(overrides), value)) from None
+        found = re.search(r"An item is already at '([^']+)'", str(e))
+        if found is not None:
+            raise ConfigError(f"+{found[1]}=… adds a key, but {found[1]} exists already; set it "
+                              f"without the +: {found[1]}=…") from None
+        raise
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _known_keys(overrides: list[str]) -> list[str]:
+    """Every dotted key of the configuration that the group selections among ``overrides``
+    compose, plus the arguments of lightning.Trainer under ``trainer.``."""
+    groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
+    try:
+        cfg = OmegaConf.to_container(compose_config(groups), resolve=False)
+    except Exception:  # noqa: BLE001 - a bad group option: suggest from the defaults
+        cfg = OmegaConf.to_container(compose_config([]), resolve=False)
+    return sorted(set(_flatten(cfg)) | {f"trainer.{k}" for k in _trainer_arguments()})
+
+
+def _flatten(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix]
+    keys = [prefix] if prefix else []
+    for key, value in node.items():
+        keys += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
+def _unknown_key(key: str, known: list[str], value: str = "…") -> str:
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if match:
+        return f"unknown config key {key}; did you mean {match[0]}?"
+    if key.startswith("trainer.") and key.split(".", 1)[1] in _trainer_arguments():
+        return f"{key} is not set in the configuration; add it with +{key}={value}"
+    group = key.split(".", 1)[0]
+    near = [k for k in known if k.startswith(group + ".") and k.count(".") == 1]
+    listing = f"; keys of {group}: {', '.join(near)}" if near and len(near) <= 20 else ""
+    return f"unknown config key {key}{listing}"
+
+
+def _trainer_arguments() -> list[str]:
+    import lightning as L
+
+    return [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
+
+
+# ---- resume, launcher -------------------------------------------------------------------------
+def check_resume_overrides(overrides: list[str]) -> None:
+    """With ``from_ckpt=`` the checkpoint's saved configuration is continued: its data, method,
+    network and composition cannot change (its weights belong to them)."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key.split("/", 1)[0] in GROUPS or key in ("data.name", "method._target_",
+                                                       "net._target_"):
+            fix = (" (set trainer values instead, e.g. trainer.strategy=ddp)"
+                   if key == "trainer" else "")
+            raise ConfigError(f"{arg} cannot change on resume: from_ckpt= continues the saved "
+                              f"run with its own {key.split('.')[0].split('/')[0]} settings; drop "
+                              f"{arg}{fix} or start a new run without from_ckpt=")
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """``hydra/launcher=slurm`` needs the submitit launcher plugin and Slurm's ``srun``."""
+    launcher = next((o.split("=", 1)[1] for o in overrides
+                     if o.split("=", 1)[0] == "hydra/launcher"), None)
+    if launcher not in ("slurm", "submitit_slurm"):
+        return
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"hydra/launcher={launcher} needs the hydra-submitit-launcher package: "
+                          "pip install 'bayesgen[slurm]'") from None
+    if shutil.which("srun") is None:
+        raise ConfigError(f"hydra/launcher={launcher} needs Slurm, but srun is not on this "
+                          "machine's PATH; run on a Slurm login node, or drop "
+                          "hydra/launcher= to train here")
+
+
+def sweep_configs(overrides: list[str]) -> list[list[str]]:
+    """For ``-m`` sweeps: the non-sweep overrides, once with each value of each swept key (so
+    that every value is checked without composing the whole product)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    plain = [o.input_line for o in parsed
+             if not o.is_sweep_override() and not o.is_hydra_override()]
+    runs = [plain]
+    for o in parsed:
+        if o.is_sweep_override() and not o.is_hydra_override():
+            runs += [[*plain, f"{o.get_key_element()}={v}"] for v in o.sweep_string_iterator()]
+    return runs
+
+
+# ---- the configuration ------------------------------------------------------------------------
+def validate_config(cfg: DictConfig, overrides: list[str] = ()) -> None:
+    """Raise one ConfigError for the first problem of ``cfg`` (see the module docstring);
+    ``overrides`` (the command line) only make the messages more precise."""
+    _check_keys(cfg)
+    for group in ("data", "method", "net"):
+        node = cfg.get(group)
+        for key in node if isinstance(node, DictConfig) else ():
+            if OmegaConf.is_missing(node, key):
+                raise ConfigError(f"{group}.{key} must be given for {group}="
+                                  f"{node.get('name', node.get('_target_'))}: add "
+                                  f"{group}.{key}=…")
+    for path, key in SCHEMA.items():
+        group, _, name = path.rpartition(".")
+        node = OmegaConf.select(cfg, group) if group else cfg
+        if not isinstance(node, DictConfig) or name not in node:
+            continue
+        value = OmegaConf.select(cfg, path, throw_on_missing=True)
+        problem = key.problem(value)
+        if problem:
+            hint = f" ({key.hint})" if key.hint else ""
+            raise ConfigError(f"invalid {path}={_show(value)}: {problem}{hint}")
+    _check_accelerator(cfg)
+    _check_options(cfg, "method", overrides)
+    _check_options(cfg, "net", overrides)
+    _check_combination(cfg, overrides)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, DictConfig | ListConfig):
+        return str(OmegaConf.to_container(value, resolve=True)).replace(" ", "")
+    return str(value)
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    base = OmegaConf.load(CONF / "config.yaml")
+    known_root = (set(base) - {"defaults"}) | set(GROUPS) - {"experiment"}
+    known_root |= {k.split(".")[0] for k in SCHEMA}
+    for key in cfg:
+        if key not in known_root:
+            raise ConfigError(_unknown_key(str(key), sorted(known_root)))
+    for group in CLOSED_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        known = {f"{group}.{k}" for k in base.get(group) or {}}
+        known |= {k for k in SCHEMA if k.startswith(group + ".")}
+        for key in node:
+            if f"{group}.{key}" not in known:
+                raise ConfigError(_unknown_key(f"{group}.{key}", sorted(known)))
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, DictConfig):
+        default = OmegaConf.load(CONF / "trainer" / "default.yaml")
+        allowed = set(_trainer_arguments()) | set(default)
+        for key in trainer:
+            if key in ENGINE_TRAINER_KEYS:
+                raise ConfigError(f"trainer.{key} is set by bayesgen itself; remove it")
+            if key not in allowed:
+                raise ConfigError(_unknown_key(
+                    f"trainer.{key}", sorted(f"trainer.{k}" for k in allowed)))
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig):
+        return
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
+                          "(torch.cuda.is_available() is False); use trainer.accelerator=auto "
+                          "or cpu")
+    devices = trainer.get("devices", 1)
+    if (accelerator in ("gpu", "cuda") and isinstance(devices, int) and not isinstance(
+            devices, bool) and devices > torch.cuda.device_count()):
+        raise ConfigError(f"trainer.devices={devices} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
+
+
+def _locate(target: str) -> Any | None:
+    """The callable a ``_target_`` names; only bayesgen's own are imported here."""
+    if not isinstance(target, str) or not target.startswith("bayesgen."):
+        return None
+    from hydra.utils import get_method
+
+    try:
+        return get_method(target)
+    except Exception:  # noqa: BLE001 - the builder reports it
+        return None
+
+
+def _parameters(fn: Any) -> tuple[set[str], bool]:
+    """(named parameters, takes **kwargs) of a callable; a classmethod that forwards **kwargs
+    (``InflationaryFlow.from_data``) also takes its class's constructor arguments."""
+    params = inspect.signature(fn).parameters
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    owner = getattr(fn, "__self__", None)
+    if var_kw and inspect.isclass(owner):
+        more, var_kw = _parameters(owner)
+        names |= more
+    return names, var_kw
+
+
+def _check_options(cfg: DictConfig, group: str, overrides: list[str]) -> None:
+    """Every key of ``method``/``net`` (and of a nested ``net.net``) is an argument of its
+    ``_target_``; ``method.eval_kwargs``/``sample_kwargs`` are arguments of elbo/sample."""
+    node = cfg.get(group)
+    if not isinstance(node, DictConfig):
+        return
+    nodes = [(group, node)]
+    inner = node.get("net") if group == "net" else None
+    if isinstance(inner, DictConfig) and "_target_" in inner:
+        nodes.append((f"{group}.net", inner))
+    for path, sub in nodes:
+        fn = _locate(sub.get("_target_"))
+        if fn is None:
+            continue
+        names, var_kw = _parameters(fn)
+        skip = {"_target_", "_partial_", "_convert_", "_recursive_"} | (
+            set(METHOD_EXTRA_KEYS) if group == "method" else set())
+        bad = [k for k in sub if k not in skip and k not in names]
+        if bad and not var_kw:
+            raise ConfigError(_foreign_options(path, bad, sub._target_, names, overrides))
+        if group == "method":
+            owner = getattr(fn, "__self__", fn)
+            for extra, attr in (("eval_kwargs", "elbo"), ("sample_kwargs", "sample")):
+                method_fn = getattr(owner, attr, None)
+                kwargs = sub.get(extra)
+                if method_fn is None or not isinstance(kwargs, DictConfig):
+                    continue
+                allowed = _parameters(method_fn)[0] - {"self"}
+                bad = [k for k in kwargs if k not in allowed]
+                if bad:
+                    raise ConfigError(_foreign_options(f"method.{extra}", bad,
+                                                       f"{owner.__name__}.{attr}", allowed,
+                                                       overrides))
+
+
+def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
+                     overrides: list[str]) -> str:
+    group = path.split(".")[0]
+    keys = ", ".join(f"{path}.{k}" for k in bad)
+    chosen = next((o for o in overrides if o.split("=", 1)[0] == group), None)
+    experiment = next((o for o in overrides if o.split("=", 1)[0] == "experiment"), None)
+    if chosen and experiment:
+        return (f"{experiment} sets {keys} for another {group}, which {chosen} ({target}) does "
+                f"not take; drop {chosen} or choose an experiment made for it")
+    match = difflib.get_close_matches(bad[0], sorted(allowed), n=1, cutoff=0.75)
+    fix = (f"did you mean {path}.{match[0]}?" if match else
+           f"its options: {', '.join(sorted(allowed - {'model', 'data_shape'}))}")
+    return f"{keys}: not an option of {target}; {fix}"
+
+
+# ---- data, method and network together ---------------------------------------------------------
+def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if not isinstance(cfg.get("method"), DictConfig) or not isinstance(cfg.get("data"),
+                                                                       DictConfig):
+        return
+    kind = METHOD_KINDS.get(cfg.method.get("_target_"))
+    dm = instantiate(cfg.data, _convert_="all")
+    info = dm.info
+    data = f"data={info.name}" if info.name == cfg.data.get("name") else f"data={cfg.data.name}"
+    method = f"method={kind}"
+    discrete = info.num_classes is not None
+    if kind == "bfn_discrete" and not discrete:
+        raise ConfigError(f"{method} models discrete data (classes), but {data} is continuous; "
+                          "use method=bsi, bfn_continuous or bfn_discretized, or discrete data "
+                          "(text8, tinyshakespeare, binarized_mnist)")
+    if kind is not None and kind != "bfn_discrete" and discrete:
+        raise ConfigError(f"{method} models continuous data, but {data} is discrete "
+                          f"({info.num_classes} classes); use method=bfn_discrete")
+    if kind in ("bfn_continuous", "bfn_discretized") and info.kind == "flat":
+        raise ConfigError(f"{method} needs data in [-1, 1], but {data} is z-scored toy data "
+                          "(unbounded); use method=bsi or method=if")
+    if kind == "bfn_discretized" and cfg.method.get("num_bins") == "auto" and not info.num_bins:
+        raise ConfigError(f"method.num_bins=auto but {data} has no bins; set method.num_bins")
+    if kind == "bsi":
+        _check_discretization(cfg.method.get("discretization"), info, data)
+    if cfg.conditional.get("enabled") and not info.num_labels:
+        raise ConfigError(f"conditional.enabled=true but {data} has no class labels; set "
+                          "conditional.enabled=false")
+    if kind is None:
+        return
+    meta_cfg = copy.deepcopy(cfg)
+    with open_dict(meta_cfg):
+        if meta_cfg.method.get("data") == "auto":  # IF's PCA: placeholders of the same shapes
+            meta_cfg.method.data = None
+    try:
+        with torch.device("meta"):
+            built = build_method(meta_cfg, dm)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError, AssertionError, InstantiationException) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        raise ConfigError(f"{method} with net {cfg.net.get('_target_')} cannot be built from "
+                          f"this configuration: {_first_line(cause)}") from None
+    _check_net_output(built, kind, info, cfg, method)
+
+
+def _check_discretization(value: Any, info, data: str) -> None:
+    if value in (None, "auto"):
+        return
+    if not isinstance(value, DictConfig):
+        raise ConfigError(f"invalid method.discretization={value}: expected auto, null or "
+                          "{_target_:bayesgen.methods.bsi.Discretization,min:-1,max:1,k:K}")
+    if not info.num_bins:
+        raise ConfigError(f"method.discretization is set, but {data} is not discretized; set "
+                          "method.discretization=null (or auto)")
+    k, lo, hi = value.get("k"), value.get("min"), value.get("max")
+    if (k, lo, hi) != (info.num_bins, -1, 1):
+        raise ConfigError(f"method.discretization has {k} bins on [{lo}, {hi}], but {data} has "
+                          f"{info.num_bins} levels on [-1, 1]; set method.discretization=auto")
+
+
+def _check_net_output(method, kind: str, info, cfg: DictConfig, method_arg: str) -> None:
+    """One forward pass of the network on the meta device: its output must have the shape the
+    method reads."""
+    shape = tuple(info.data_shape)
+    k = getattr(method, "num_classes", 0)
+    x_in = (2, *shape, k) if kind == "bfn_discrete" else (2, *shape)
+    want = {"bfn_discrete": x_in, "bfn_discretized": (2, 2 * shape[0], *shape[1:])}.get(
+        kind, (2, *shape))
+    net = method.model
+    kwargs = {}
+    if cfg.conditional.get("enabled"):
+        kwargs["class_labels"] = torch.zeros(2, dtype=torch.long, device="meta")
+    name = type(net).__name__
+    inner = getattr(net, "net", None)
+    inner = inner if isinstance(inner, torch.nn.Module) else net
+    params = inspect.signature(type(inner)).parameters
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(x_in, device="meta"), torch.zeros(2, device="meta"), **kwargs)
+    except NotImplementedError:  # an operation without a meta kernel: nothing to learn here
+        return
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        if not re.search(r"shape|size|dim", str(e)):
+            return
+        got = f"fails on that input ({_first_line(e)})"
+    else:
+        if not torch.is_tensor(out) or tuple(out.shape) == want:
+            return
+        got = f"returns {_batch_shape(out.shape)}"
+    what = {"bfn_discretized": " (a mean and a log-std per channel)",
+            "bfn_discrete": " (logits of the classes)"}.get(kind, "")
+    fix = _net_fix(kind, shape, k, params, name)
+    raise ConfigError(f"{method_arg} needs a network that maps {_batch_shape(x_in)} to "
+                      f"{_batch_shape(want)}{what} for {info.name} data of shape {shape}, but net "
+                      f"{name} {got}; {fix}")
+
+
+def _net_fix(kind: str, shape: tuple[int, ...], k: int, params, name: str) -> str:
+    if kind == "bfn_discretized":
+        if "out_channels" in params:
+            return f"set net.out_channels={2 * shape[0]}"
+        if "out_features" in params and len(shape) == 1:
+            return f"set net.out_features={2 * shape[0]}"
+        return (f"{name} cannot double the channels: use a net with out_channels (e.g. "
+                f"net=vdm_unet net.out_channels={2 * shape[0]})")
+    if kind == "bfn_discrete":
+        if "vocab_size" in params:
+            return f"set net.vocab_size={k}"
+        return ("use a network for class probabilities (net=transformer for text, "
+                "net=binary_unet for binary images)")
+    if "out_channels" in params:
+        return "set net.out_channels=null (the data's channels)"
+    if "out_features" in params:
+        return "set net.out_features=null"
+    return "choose a network whose output has the data's shape"
+
+
+def _batch_shape(shape) -> str:
+    return "(B, " + ", ".join(map(str, tuple(shape)[1:])) + ")"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
