@@ -34,6 +34,7 @@ class MLP(nn.Module):
     axis, i.e. ``(B, *data_shape[:-1], out_features)`` (e.g. data (2,) and out_features=4 for
     a mean and a log-std per dimension gives (B, 4); data (L, K) gives per-position outputs);
     ``out_channels`` replaces the channels of images, e.g. (2, 8, 8) for (1, 8, 8) digits.
+    ``dropout`` > 0 adds dropout after every hidden layer (small data sets: the digits).
     """
 
     def __init__(
@@ -48,8 +49,11 @@ class MLP(nn.Module):
         out_features: int | None = None,
         activation: str = "silu",
         out_channels: int | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.data_shape = tuple(data_shape)
         self.out_shape = _output_shape(data_shape, out_features, out_channels)
         self.time_emb = SinusoidalEmbedding(time_dim, time_scale)
@@ -60,7 +64,7 @@ class MLP(nn.Module):
         widths += [hidden] * depth
         layers = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(w_in, w_out), act()]
+            layers += [nn.Linear(w_in, w_out), act(), *([nn.Dropout(dropout)] if dropout else [])]
         self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], math.prod(self.out_shape)))
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
