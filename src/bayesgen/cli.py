@@ -23,6 +23,7 @@ commands:
   sample    ckpt=RUN [n=64] [k=N] [n_steps=N] [out=DIR] [seed=0] [label=C] [guidance=W]
                                             samples: PNG grid / scatter, animation, tensor
   info      [overrides]                     parameter count of a configuration (meta device)
+  compare   preset=digits|mnist [methods=…]   train several methods alike -> report.md/.html
   prepare   images|imagenet source=… dest=…  data set conversion (EDM ZIP of PNGs, ImageNet HDF5)
   fid       ref|gen|calc …                   FID statistics, sample folders, FID
   encode    ckpt=RUN …                        Inflationary Flows: data -> latents (.npz)
@@ -383,15 +384,30 @@ def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: floa
                           model_kwargs=sample_labels(task, cfg.sample.n),
                           frames=cfg.sample.frames, animation=cfg.sample.animation,
                           seed=cfg.seed)
-    write_json(metrics, run_dir / "metrics.json")
+    summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics)
+    write_json(metrics | summary, run_dir / "metrics.json")
     trained = f", trained {train_seconds:.0f} s" if train_seconds is not None else ""
     _say(f"{split} bpd: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} "
          f"({metrics['n_examples']} examples{trained})")
+    for line in lines:
+        _say(line)
     _say("wrote:")
     for name in ("checkpoints/last.ckpt", "ema.safetensors", "metrics.json", "config.yaml"):
         _say(f"  {run_dir / name}")
     for path in paths.values():
         _say(f"  {path}")
+
+
+def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, list[str]]:
+    """With ``evaluate.quality`` / ``evaluate.baselines``: the samples' quality score and the
+    trivial baselines (for ``metrics.json``) and the lines that compare them."""
+    if not (cfg.evaluate.get("quality") or cfg.evaluate.get("baselines")):
+        return {}, []
+    import torch
+
+    from bayesgen.compare import train_summary
+
+    return train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
 
 
 def _run_dir(cfg, run_dir: Path | None, resume: Path | None) -> Path:
@@ -430,6 +446,9 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
   receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
                  the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
   repeats=N      estimates averaged per example (default 1)
+  quality=true   also the offline sample-quality score: classifier FD and confident share of
+                 quality_n=N fresh samples (default: the test split's size, at most 1000)
+                 beside the real test images' (digits, mnist, binarized_mnist, fashion_mnist)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
     import torch
 
@@ -442,8 +461,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
                              "device": str, "rtol": float, "atol": float,
-                             "n_probes": _positive_int, "solver": str, "receiver": str},
-                      required=["ckpt"])
+                             "n_probes": _positive_int, "solver": str, "receiver": str,
+                             "quality": _bool, "quality_n": _positive_int}, required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
     if opts.get("receiver", "joint") not in ("per_coordinate", "joint"):
@@ -477,6 +496,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     if getattr(task.method, "kind", None) == "discrete" and eval_kwargs.get("n_steps"):
         m["receiver"] = "per_coordinate" if task.method.per_coordinate_receiver else "joint"
         eval_kwargs["receiver"] = m["receiver"]
+    if opts.get("quality"):
+        m["quality"] = _evaluate_quality(cfg, task, opts)
     out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
@@ -486,8 +507,33 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     for term in getattr(type(task.method), "elbo_terms", ()):
         print(f"  {term}: {m[f'{term}_nats_per_dim']:.4f} ± {m[f'{term}_nats_per_dim_se']:.4f} "
               "nats/dim")
+    if "quality" in m:
+        _print_quality(m["quality"])
     print(f"wrote {out}")
     return 0
+
+
+def _evaluate_quality(cfg, task, opts: dict) -> dict:
+    """``quality=true``: the offline classifier score of fresh samples (bayesgen.compare)."""
+    from bayesgen.compare import evaluate_quality
+
+    return evaluate_quality(cfg, task, opts.get("quality_n"), opts.get("seed", 0))
+
+
+def _print_quality(q: dict) -> None:
+    s, r = q["quality"], q["real_test"]
+    print(f"quality ({s['n']} samples, {_fmt(q['sample_kwargs'])}; classifier "
+          f"{q['classifier']['key']}): classifier FD {s['fd']:.2f} (real test images: "
+          f"{r['fd']:.2f}) | confident {100 * s['confident_share']:.1f}% (real: "
+          f"{100 * r['confident_share']:.1f}%) | {q['samples_per_second']:.1f} samples/s")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def cmd_sample(args: list[str]) -> int:
@@ -731,6 +777,12 @@ def _inflationary_commands() -> dict[str, Callable[[list[str]], int]]:
     return IF_COMMANDS
 
 
+def _compare_commands() -> dict[str, Callable[[list[str]], int]]:
+    from bayesgen.compare import COMMANDS as COMPARE_COMMANDS
+
+    return COMPARE_COMMANDS
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -759,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, args = argv[0], argv[1:]
-    commands = COMMANDS | _inflationary_commands()
+    commands = COMMANDS | _inflationary_commands() | _compare_commands()
     if command not in commands:
         print(f"bayesgen: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,10 @@ def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,
                     for i, f in enumerate(steps)]
     else:
         return paths
-    if animation != "none" and len(pictures) > 1:
-        paths["animation"] = _save(viz.save_animation, pictures, out / f"sampling.{animation}")
+    if animation != "none" and len(pictures) > 1:  # about 3 s, whatever the frame count
+        duration = max(40, min(150, 3000 // len(pictures)))
+        paths["animation"] = _save(partial(viz.save_animation, duration_ms=duration), pictures,
+                                   out / f"sampling.{animation}")
     return paths
 
 

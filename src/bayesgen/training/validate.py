@@ -152,6 +152,8 @@ SCHEMA: dict[str, Key] = {
     "evaluate.split": Key(str, choices=("test", "val"),
                           hint="the training split is not evaluated"),
     "evaluate.max_batches": Key(int, min=1, optional=True, hint="null evaluates every batch"),
+    "evaluate.quality": Key(bool),
+    "evaluate.baselines": Key(bool),
     "data.name": Key(str),
     "data.batch_size": Key(int, min=1),
     "data.eval_batch_size": Key(int, min=1, optional=True),
