@@ -10,13 +10,13 @@ else
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-faults bench lint clean
+.PHONY: demo test test-faults test-lower bench lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
 	$(VENV)/bin/pip install -q $(TORCH)
-	$(VENV)/bin/pip install -q -e '.[dev,metrics,slurm]'
+	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +30,15 @@ test: $(STAMP)
 # concurrent runs) included; `make test` runs the fast subset
 test-faults: $(STAMP)
 	$(VENV)/bin/pytest -q -m faults
+
+# The test suite at the declared lower bounds (.ci/lower-bounds.txt) in its own venv.
+LOWER := .venv-lower
+test-lower:
+	python3 -m venv $(LOWER)
+	$(LOWER)/bin/pip install -q --disable-pip-version-check $(TORCH)
+	$(LOWER)/bin/pip install -q --disable-pip-version-check -c .ci/lower-bounds.txt -e '.[dev]'
+	$(LOWER)/bin/pip list 2>/dev/null | grep -E -i "^(torch|lightning|torchmetrics|hydra-core|numpy) "
+	$(LOWER)/bin/pytest -q
 
 # Speed benchmarks (about 5 minutes on 2 CPU cores) plus short smoke runs of the two real-data
 # checks; their full runs: `$(PY) benchmarks/bench_bfn_mnist.py --minutes 30` and
@@ -46,4 +55,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LOWER) build *.egg-info

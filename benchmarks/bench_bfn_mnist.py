@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N test images to evaluate (default: all 10,000)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="784-step loss estimates per test image (the paper: 2000)")
+    parser.add_argument("--n-steps", type=int, default=784,
+                        help="steps of the test loss (the paper: 784; fewer for smoke runs)")
     parser.add_argument("--channels", type=int, default=32, help="U-Net model_channels")
     parser.add_argument("--res-blocks", type=int, default=1,
                         help="U-Net residual blocks per level (the official net: 2, with "
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default 1e-3; 1e-4 (the official rate) with --side-by-side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="more `bayesgen train` overrides, applied last (smoke runs: "
+                             "sample.n=4 data.eval_batch_size=16 ...)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="official vs small net at equal steps (see the module docstring)")
     parser.add_argument("--steps", default="300,1500", help="side-by-side: step budgets")
@@ -165,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     train = ["train", *OVERRIDES, f"net.net.model_channels={args.channels}",
              f"net.net.num_res_blocks={args.res_blocks}",
              f"data.batch_size={args.batch_size}", f"optim.lr={args.lr}", f"seed={args.seed}",
-             f"+trainer.max_time={max_time}", f"run_dir={run}"]
+             f"+trainer.max_time={max_time}", f"run_dir={run}", *args.overrides]
     n_test = min(args.test_examples, 10_000)
     batch = min(500, n_test)
-    evaluate = ["evaluate", f"ckpt={run}", "n_steps=784", f"repeats={args.repeats}",
+    evaluate = ["evaluate", f"ckpt={run}", f"n_steps={args.n_steps}", f"repeats={args.repeats}",
                 f"batch_size={batch}", f"max_batches={math.ceil(n_test / batch)}",
                 f"seed={args.seed}", f"out={run / 'evaluate_784.json'}"]
     print(f"training for {args.minutes:g} min on {torch.get_num_threads()} thread(s); "
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "l_recon_nats_per_image": round(m["l_recon_nats_per_dim"] * 784, 3),
         "l_transmit_nats_per_image": round(m["l_transmit_nats_per_dim"] * 784, 2),
         "bits_per_dim": round(m["bpd"], 4),
-        "n_test_examples": m["n_examples"], "repeats": m["repeats"], "n_steps": 784,
+        "n_test_examples": m["n_examples"], "repeats": m["repeats"], "n_steps": args.n_steps,
         "train_minutes": round(trained["train_seconds"] / 60, 1), "train_steps": trained["steps"],
         "batch_size": args.batch_size, "parameters": params,
         "continuous_time_bpd_500_test": round(trained["bpd"], 4),

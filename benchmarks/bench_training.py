@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dit-depth", type=int, default=4, help="DiT blocks (DiT-L/2: 24)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     p.add_argument("--compile", action="store_true", help="torch.compile the train loss")
+    p.add_argument("--overrides", nargs="*", default=[],
+                   help="more Hydra overrides for every config, e.g. net.n_blocks=1 (smoke runs)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak to compute MFU against (default: measured matmul peak)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             peak, source = matmul_peak(DTYPES[precision], device), "measured matmul"
         for experiment in args.configs:
             overrides = [f"net.depth={args.dit_depth}"] if "dit" in experiment else []
+            overrides += args.overrides
             result = measure(experiment, overrides, args.batch, precision, args.steps,
                              args.compile, peak, device)
             record("training_throughput", **result, peak_source=source)

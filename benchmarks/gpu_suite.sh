@@ -7,7 +7,7 @@
 #      blocks) in bf16 at batch 128 (bench_training.py; target DiT-L/2 ≥ 35% MFU against the
 #      datasheet peak, 989 TFLOP/s for an H100/H200),
 #   4. a full-size network on MNIST for a fixed wall-clock budget (75 s): bench_bfn_mnist.py,
-#      i.e. `bayesgen train experiment=mnist-bfn` with the 24.5M U-Net (128 channels, 2 blocks
+#      i.e. `bayesgen train experiment=mnist-bfn` with the 24.8M U-Net (128 channels, 2 blocks
 #      per level; its short-budget recipe: no dropout, lr 1e-3) at batch 512, as a stand-in for
 #      the compare preset's mnist run, then the 784-step test NLL of 1000 test images.
 #   5. if time is left: DiT-L/2 bf16 again with the training loss under torch.compile.
@@ -110,10 +110,17 @@ else
     --batch-image 1 --repeats 1
   section sampling_toy 240 "$PY" $B/bench_sampling.py --sizes toy --steps 2 3 --n-toy 16 \
     --variants eager --repeats 1
-  section training 240 "$PY" $B/bench_training.py --configs cifar10-vdm imagenet32-dit \
-    --precisions bf16 --batch 1 --dit-depth 1 --steps 1
+  # bf16 matmuls can be very slow on a CPU without AVX512-BF16 (1 GFLOP/s here): small nets
+  # and a given peak (MFU is meaningless in a dry run) instead of the measured matmul peak
+  section training_vdm 240 "$PY" $B/bench_training.py --configs cifar10-vdm --precisions bf16 \
+    --batch 1 --steps 1 --peak-tflops 1 --overrides net.n_blocks=1 net.width=32
+  section training_dit 240 "$PY" $B/bench_training.py --configs imagenet32-dit \
+    --precisions bf16 --batch 1 --dit-depth 1 --steps 1 --peak-tflops 1 \
+    --overrides net.hidden_size=64 net.num_heads=2
   MNIST_LIMIT=240
-  MNIST=(--minutes 0.1 --channels 32 --res-blocks 1 --batch-size 8 --test-examples 16)
+  MNIST=(--minutes 0.1 --channels 32 --res-blocks 1 --batch-size 8 --test-examples 16
+         --n-steps 10 --overrides sample.n=4 method.sample_kwargs.n_steps=5
+         data.eval_batch_size=16 trainer.limit_val_batches=0)
 fi
 
 # 4. the full-size MNIST network for a fixed wall-clock budget (stand-in for the mnist preset)

@@ -119,9 +119,20 @@ def _compose(experiment: str):
 @pytest.mark.parametrize(("experiment", "split"), [
     ("cifar10-bfn-continuous-16", "bfn"), ("cifar10-bfn-continuous-256", "bfn"),
     ("cifar10-bfn-discretized-16", "bfn"), ("cifar10-bfn-discretized-256", "bfn"),
-    ("mnist-bfn", "bfn"), ("cifar10-vdm", "bsi")])
+    ("mnist-bfn", "bfn"), ("cifar10-vdm", "bsi"), ("cifar10-vdm-baseline", "bsi")])
 def test_reference_splits(experiment, split):
     assert _compose(experiment).data.reference_split == split
+
+
+@pytest.mark.parametrize(("bsi", "vdm"), [("cifar10-vdm", "cifar10-vdm-baseline"),
+                                          ("imagenet32-dit", "imagenet32-dit-vdm"),
+                                          ("imagenet64-dit", "imagenet64-dit-vdm")])
+def test_vdm_baselines_differ_from_bsi_in_the_method_alone(bsi, vdm):
+    a, b = _compose(bsi), _compose(vdm)
+    for key in a:
+        if key not in ("method", "name"):
+            assert a[key] == b[key], (vdm, key)
+    assert b.method._target_ == "bayesgen.methods.vdm.VDM" and b.method.discretization == "auto"
 
 
 def test_text8_windows_and_decay_groups():

@@ -134,6 +134,21 @@ def test_binarized_mnist_is_sampled_afresh():
     torch.testing.assert_close(soft[0][0], p)
 
 
+@needs_shared
+def test_binarized_mnist_as_float_holds_the_same_pixels_in_minus_one_one():
+    train, _, _, info = build_datasets("binarized_mnist", root=SHARED / "mnist", as_float=True)
+    assert info.num_bins == 2 and info.num_classes is None
+    x = train[0][0]
+    assert x.dtype == torch.float32 and set(x.unique().tolist()) <= {-1.0, 1.0}
+    torch.manual_seed(3)
+    a = train[5][0]
+    ints = build_datasets("binarized_mnist", root=SHARED / "mnist")[0]
+    torch.manual_seed(3)
+    torch.testing.assert_close(a, 2 * ints[5][0].float() - 1)
+    with pytest.raises(ValueError, match="not both"):
+        build_datasets("binarized_mnist", root=SHARED / "mnist", soft=True, as_float=True)
+
+
 # ----------------------------------------------------------------------------- missing files
 @pytest.mark.parametrize(
     "name, expected",

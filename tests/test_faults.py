@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 
 from bayesgen.cli import main, run_training
 from bayesgen.training.build import compose_config
@@ -110,27 +111,35 @@ def test_a_checkpoint_that_would_run_code_runs_nothing(command, tmp_path, capsys
     marker, ckpt = tmp_path / "pwned", tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "bayesgen_config": RunsCode(marker)}, ckpt)
     key = "from_ckpt" if command == "train" else "ckpt"
-    assert main([command, f"{key}={ckpt}"]) == 2
+    code = main([command, f"{key}={ckpt}"])
+    assert not marker.exists()
+    assert code == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(ckpt) in line and "posix.system" in line
-    assert not marker.exists()
 
 
-@pytest.mark.parametrize("target", ["logging.basicConfig", "os.system", "builtins.exec"])
+@pytest.mark.parametrize("node, target", [("method", "logging.basicConfig"),
+                                          ("data", "logging.basicConfig"), ("net", "os.system")])
 @pytest.mark.parametrize("command", ["sample", "evaluate", "train"])
-def test_a_config_naming_other_code_is_refused(command, target, tiny_run, tmp_path, capsys):
+def test_a_config_naming_other_code_is_refused(command, node, target, tiny_run, tmp_path,
+                                               capsys):
+    """Hydra would call any importable function named in ``_target_`` (the issue saw
+    ``logging.basicConfig(filename=…)`` write a file)."""
     marker, ckpt = tmp_path / "pwned", tmp_path / "evil.ckpt"
-    content = torch.load(tiny_run / "checkpoints/last.ckpt", weights_only=True)
-    hostile = f"_target_: {target}\nfilename: {marker}\ncommand: touch {marker}\n"
-    content["bayesgen_config"] = content["bayesgen_config"].replace(
-        "_target_: bayesgen.nets.MLP", hostile.replace("\n", "\n  ").rstrip())
-    assert target in content["bayesgen_config"]
+    content = torch.load(tiny_run / "checkpoints/last.ckpt", weights_only=False)
+    config = OmegaConf.create(content["bayesgen_config"])  # YAML text (or an older dict)
+    config[node] = {"_target_": target, "filename": str(marker), "force": True,
+                    "command": f"touch {marker}"}
+    saved = content["bayesgen_config"]
+    content["bayesgen_config"] = OmegaConf.to_yaml(config) if isinstance(saved, str) else \
+        OmegaConf.to_container(config)
     torch.save(content, ckpt)
     key = "from_ckpt" if command == "train" else "ckpt"
-    assert main([command, f"{key}={ckpt}"]) == 2
+    code = main([command, f"{key}={ckpt}"])
+    assert not marker.exists()
+    assert code == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(ckpt) in line and target in line
-    assert not marker.exists()
 
 
 def test_a_cifar_archive_is_checked_before_it_is_unpickled(tmp_path, capsys):
@@ -141,10 +150,11 @@ def test_a_cifar_archive_is_checked_before_it_is_unpickled(tmp_path, capsys):
             member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             member.size = len(payload)
             tar.addfile(member, io.BytesIO(payload))
-    assert main(["prepare", "images", f"source={tgz}", f"dest={tmp_path / 'out.zip'}"]) == 2
+    code = main(["prepare", "images", f"source={tgz}", f"dest={tmp_path / 'out.zip'}"])
+    assert not marker.exists() and not (tmp_path / "out.zip").exists()
+    assert code == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(tgz) in line and "md5" in line
-    assert not marker.exists() and not (tmp_path / "out.zip").exists()
 
 
 def _broken(kind: str, run: Path, tmp_path: Path) -> Path:
@@ -312,7 +322,23 @@ def test_a_diverging_run_stops_at_the_first_non_finite_value(method, tmp_path, c
     assert "nan" not in rows and "inf" not in rows
 
 
-class NaNBatches(Callback):
+class NaNLoss(Callback):
+    """Makes the training loss NaN at the given steps (as a diverging model would)."""
+
+    def __init__(self, steps):
+        self.steps = set(steps)
+
+    def on_fit_start(self, trainer, pl_module):
+        method, train_loss = pl_module.method, pl_module.method.train_loss
+
+        def poisoned(x, **kwargs):
+            loss = train_loss(x, **kwargs)
+            return loss * float("nan") if trainer.global_step in self.steps else loss
+
+        method.train_loss = poisoned
+
+
+class NaNData(Callback):
     """Puts a NaN into the training batches of the given steps."""
 
     def __init__(self, steps):
@@ -323,17 +349,20 @@ class NaNBatches(Callback):
             batch[0][0] = float("nan")
 
 
-@pytest.mark.parametrize("allowed, bad_steps, ok", [(2, [2, 4], True), (1, [2, 4], False)])
-def test_skip_nonfinite_skips_up_to_n_batches(allowed, bad_steps, ok, tmp_path, capsys):
+@pytest.mark.parametrize("poison", [NaNLoss, NaNData])
+@pytest.mark.parametrize("allowed, ok", [(2, True), (1, False)])
+def test_skip_nonfinite_skips_up_to_n_batches(allowed, ok, poison, tmp_path, capsys):
     cfg = compose_config([*TINY, f"trainer.skip_nonfinite={allowed}", f"run_dir={tmp_path}"])
+    quantity = "training loss" if poison is NaNLoss else "training data"
     if ok:
-        run_training(cfg, callbacks=[NaNBatches(bad_steps)])
+        run_training(cfg, callbacks=[poison([2, 4])])
         out = capsys.readouterr().out
-        assert out.count("batch skipped") == 2 and "at step 4: batch skipped (2 of" in out
+        assert out.count("batch skipped") == 2
+        assert f"non-finite {quantity}" in out and "at step 4" in out and "(2 of" in out
         assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
     else:
-        with pytest.raises(NonFiniteError, match="non-finite training loss .* at step 4"):
-            run_training(cfg, callbacks=[NaNBatches(bad_steps)])
+        with pytest.raises(NonFiniteError, match=f"non-finite {quantity} .*at step 4"):
+            run_training(cfg, callbacks=[poison([2, 4])])
 
 
 def test_nothing_non_finite_is_written(tmp_path):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from bayesgen.nets import (
+    MLP,
     NETS,
     BinaryImageAdapter,
     ChannelsLastCategorical,
@@ -331,3 +332,18 @@ def test_bfn_vdm_unet_head_sees_the_input():
     zeros = torch.zeros(B, 16, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(net(x, t), net.head(torch.cat([x, zeros], dim=1)))
     assert len(net.up) == len(net.down) + 1  # 33 up blocks for 32 down blocks
+
+
+def test_mlp_out_channels_and_dropout():
+    net = MLP((1, 8, 8), hidden=16, depth=1, fourier_exponents=[], out_channels=2, dropout=0.5)
+    assert net(torch.zeros(3, 1, 8, 8), torch.zeros(3)).shape == (3, 2, 8, 8)
+    assert any(isinstance(m, nn.Dropout) for m in net.modules())
+    plain = MLP((1, 8, 8), hidden=16, depth=1, fourier_exponents=[])
+    # no dropout: no Dropout modules, so the state dicts of earlier MLPs still load
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    assert list(plain.state_dict()) == ["layers.0.weight", "layers.0.bias", "layers.2.weight",
+                                        "layers.2.bias"]
+    with pytest.raises(ValueError, match="dropout"):
+        MLP((1, 8, 8), dropout=1.0)
+    with pytest.raises(ValueError, match="channel"):
+        MLP((4,), out_channels=2)

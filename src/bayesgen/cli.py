@@ -23,6 +23,7 @@ commands:
   sample    ckpt=RUN [n=64] [k=N] [n_steps=N] [out=DIR] [seed=0] [label=C] [guidance=W]
                                             samples: PNG grid / scatter, animation, tensor
   info      [overrides]                     parameter count of a configuration (meta device)
+  compare   preset=digits|mnist [methods=…]   train several methods alike -> report.md/.html
   prepare   images|imagenet source=… dest=…  data set conversion (EDM ZIP of PNGs, ImageNet HDF5)
   fid       ref|gen|calc …                   FID statistics, sample folders, FID
   encode    ckpt=RUN …                        Inflationary Flows: data -> latents (.npz)
@@ -81,33 +82,129 @@ def _positive_int(value: str) -> int:
 
 # ---- train ----------------------------------------------------------------------------------
 def cmd_train(args: list[str]) -> int:
-    """bayesgen train [overrides]
+    """bayesgen train [overrides] [Hydra flags]
 
 Train with Hydra overrides, e.g. `bayesgen train experiment=digits-bsi trainer.max_steps=2000`.
 Groups: data=, method=, net=, trainer=, experiment=. Resume an interrupted run with
 `bayesgen train from_ckpt=runs/<name>/<timestamp>` (further overrides apply to its saved config).
-Sweeps and Slurm: `bayesgen train -m hydra/launcher=slurm ...`.
-Writes runs/<name>/<timestamp>/: checkpoints/, ema.safetensors, metrics.json, samples.png,
-sampling.gif, samples.pt, logs/metrics.csv, tensorboard/, config.yaml."""
-    if any(a in ("-m", "--multirun") for a in args):
-        return _hydra_main(args)
-    from bayesgen.training.validate import check_resume_overrides, compose_checked, validate_config
+Hydra's own flags work: --cfg job|hydra|all (print the composed config), --resolve, --info,
+-m/--multirun (sweeps, Slurm: -m hydra/launcher=slurm ...), hydra.run.dir=, hydra.job.chdir=.
+Writes runs/<name>/<timestamp>/ (a sweep: runs/<name>/<timestamp>/<job number>/): .hydra/,
+checkpoints/, ema.safetensors, metrics.json, samples.png, sampling.gif, samples.pt,
+logs/metrics.csv, tensorboard/, config.yaml."""
+    return _hydra_train(list(args))
 
-    if any(a.startswith("from_ckpt=") for a in args):
-        check_resume_overrides([a for a in args if not a.startswith("from_ckpt=")])
-    cfg = _compose_with_resume(args, compose_checked)
-    validate_config(cfg, args)  # types, ranges, data/method/net: before any work starts
-    run_training(cfg)
+
+def _hydra_train(args: list[str]) -> int:
+    """Every training run goes through Hydra's own entry point, so that Hydra's flags, output
+    directories and ``.hydra/`` records behave as Hydra documents them. The configuration (each
+    swept one too) is checked before anything starts. With ``from_ckpt=`` the checkpoint's
+    configuration is the primary config that the overrides apply to; a single run then continues
+    in the checkpoint's run directory (unless ``run_dir=`` says otherwise), a sweep's jobs each
+    in their own."""
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from bayesgen.training.checkpoint import run_dir_of
+    from bayesgen.training.validate import (
+        check_launcher,
+        check_resume_overrides,
+        compose_checked,
+        sweep_configs,
+        validate_config,
+    )
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    shows_only = any(a in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")
+                     for a in args)
+    overrides = [a for a in args if "=" in a and not a.startswith("-")
+                 and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    config_name = "config"
+    run_dir = _override_value(args, "run_dir")
+    if run_dir and multirun:
+        raise UsageError("run_dir= names one directory, but a sweep (-m) writes one per job: "
+                         "set hydra.sweep.dir= instead")
+    if run_dir and _override_value(args, "hydra.run.dir") is None:
+        args.append(f"hydra.run.dir={_quote(run_dir)}")
+    resume = _override_value(args, "from_ckpt")
+    if resume:
+        if multirun and "," in resume:
+            raise UsageError("from_ckpt= takes one checkpoint (a sweep over checkpoints with "
+                             "different configs is not supported); run one sweep per checkpoint")
+        check_resume_overrides([a for a in overrides if not a.startswith("from_ckpt=")])
+        path, saved = _resume_config(resume)
+        ConfigStore.instance().store(name="bayesgen_resume", node=saved)
+        config_name = "bayesgen_resume"
+        args = [a for a in args if not a.startswith("from_ckpt=")]
+        if not multirun and _override_value(args, "hydra.run.dir") is None:
+            args += [f"hydra.run.dir={_quote(run_dir_of(path))}",  # keep the first .hydra/
+                     f"hydra.output_subdir=.hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
+    elif not shows_only:  # the composition's errors with "did you mean", every swept value
+        elsewhere = check_launcher(args) if multirun else False
+        for swept in sweep_configs(overrides) if multirun else [overrides]:
+            validate_config(compose_checked(swept), swept, here=not elsewhere)
+
+    @hydra.main(config_path="conf", config_name=config_name, version_base=None)
+    def train_job(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+
+        sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
+        if resume:  # the saved configuration with this job's overrides
+            validate_config(cfg, overrides)
+        hydra_cfg = HydraConfig.get()
+        out = Path(hydra_cfg.runtime.output_dir)
+        if not hydra_cfg.job.chdir and out.is_relative_to(Path.cwd()):
+            out = out.relative_to(Path.cwd())  # runs/<name>/<timestamp>, as the user wrote it
+        if os.environ.get("LOCAL_RANK", "0") != "0" and "BAYESGEN_RUN_DIR" in os.environ:
+            out = Path(os.environ["BAYESGEN_RUN_DIR"])  # a process Lightning started: rank 0's
+        with open_dict(cfg):
+            cfg.run_dir = str(out)
+        try:
+            run_training(cfg, run_dir=out)
+        except Exception as e:
+            if multirun:
+                raise
+            failed.append(e)  # raised below, past Hydra's "Error executing job" banner
+
+    failed: list[Exception] = []
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [argv[0], *args]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach main(), which prints one line
+    try:
+        train_job()
+        if failed:
+            raise failed[0]
+    finally:
+        sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return 0
 
 
-def _compose_with_resume(args: list[str], compose):
-    """Overrides on the default config, or — with ``from_ckpt=`` — on the checkpoint's config.
+def _override_value(args: list[str], key: str) -> str | None:
+    """The value of override ``key=`` (also ``+key=``/``++key=``) among ``args``, else None."""
+    for arg in args:
+        name, sep, value = arg.lstrip("+").partition("=")
+        if sep and name == key:
+            return value
+    return None
 
-    ``from_ckpt=RUN`` takes the newest checkpoint of RUN that loads (reporting any that does
-    not); the run continues in the directory the checkpoint lies in (a copied or moved run
-    continues where it now is), unless ``run_dir=`` says otherwise."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+def _quote(path) -> str:
+    """A path as a quoted Hydra override value (paths may hold '=', ',' or spaces)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _resume_config(resume: str):
+    """(checkpoint, configuration) to resume from: the newest checkpoint of a run directory
+    that loads (reporting any that does not), or the given file; the configuration is the
+    checkpoint's, with ``from_ckpt`` set and Hydra's settings of ``conf/config.yaml`` — the
+    primary config of a resumed run."""
+    from importlib.resources import files
+
     from omegaconf import OmegaConf
 
     from bayesgen.training.build import find_checkpoint
@@ -115,12 +212,8 @@ def _compose_with_resume(args: list[str], compose):
         checkpoint_config,
         newest_intact_checkpoint,
         read_checkpoint,
-        run_dir_of,
     )
 
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("from_ckpt=")), None)
-    if resume is None:
-        return compose(args)
     path = Path(resume)
     if path.is_dir() and (found := newest_intact_checkpoint(path, say=_say)) is not None:
         path, ckpt = found
@@ -129,51 +222,10 @@ def _compose_with_resume(args: list[str], compose):
         ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     del ckpt
-    OmegaConf.set_struct(cfg, True)
-    parser = OverridesParser.create()
-    for override in parser.parse_overrides([a for a in args if not a.startswith("from_ckpt=")]):
-        key = override.key_or_group
-        try:
-            OmegaConf.update(cfg, key, override.value(), merge=True)
-        except Exception:
-            raise UsageError(f"unknown config key {key!r} in the checkpoint's config") from None
-    OmegaConf.set_struct(cfg, False)
     cfg.from_ckpt = str(path)
-    if not any(a.startswith("run_dir=") for a in args):
-        cfg.run_dir = str(run_dir_of(path))
-    return cfg
-
-
-def _hydra_main(args: list[str]) -> int:
-    """Multirun / launcher path (sweeps, Slurm): Hydra's own entry point. The launcher and every
-    swept value are checked before anything is launched."""
-    import hydra
-
-    from bayesgen.training.validate import (
-        check_launcher,
-        compose_checked,
-        sweep_configs,
-        validate_config,
-    )
-
-    elsewhere = check_launcher(args)
-    for overrides in sweep_configs([a for a in args if a not in ("-m", "--multirun")]):
-        validate_config(compose_checked(overrides), overrides, here=not elsewhere)
-
-    @hydra.main(config_path="conf", config_name="config", version_base=None)
-    def main(cfg):
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            validate_config(cfg)
-        except ValueError as e:  # Hydra would print a traceback
-            print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
-            raise SystemExit(2) from None
-        run_training(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir))
-
-    sys.argv = ["bayesgen-train", *args]
-    main()
-    return 0
+    root = OmegaConf.create(files("bayesgen.conf").joinpath("config.yaml").read_text())
+    cfg.hydra = root.get("hydra", {})
+    return path, cfg
 
 
 def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None) -> Path:
@@ -332,15 +384,30 @@ def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: floa
                           model_kwargs=sample_labels(task, cfg.sample.n),
                           frames=cfg.sample.frames, animation=cfg.sample.animation,
                           seed=cfg.seed)
-    write_json(metrics, run_dir / "metrics.json")
+    summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics)
+    write_json(metrics | summary, run_dir / "metrics.json")
     trained = f", trained {train_seconds:.0f} s" if train_seconds is not None else ""
     _say(f"{split} bpd: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} "
          f"({metrics['n_examples']} examples{trained})")
+    for line in lines:
+        _say(line)
     _say("wrote:")
     for name in ("checkpoints/last.ckpt", "ema.safetensors", "metrics.json", "config.yaml"):
         _say(f"  {run_dir / name}")
     for path in paths.values():
         _say(f"  {path}")
+
+
+def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, list[str]]:
+    """With ``evaluate.quality`` / ``evaluate.baselines``: the samples' quality score and the
+    trivial baselines (for ``metrics.json``) and the lines that compare them."""
+    if not (cfg.evaluate.get("quality") or cfg.evaluate.get("baselines")):
+        return {}, []
+    import torch
+
+    from bayesgen.compare import train_summary
+
+    return train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
 
 
 def _run_dir(cfg, run_dir: Path | None, resume: Path | None) -> Path:
@@ -372,13 +439,16 @@ def cmd_evaluate(args: list[str]) -> int:
     """bayesgen evaluate ckpt=RUN_DIR_OR_CKPT [options]
 
 Bits/dim on the test (or val) split with its standard error, written to JSON.
-  k=inf|N        BSI: infinite-step ELBO (default) or the N-step ELBO
+  k=inf|N        BSI, VDM: infinite-step ELBO (default) or the N-step ELBO
   n_steps=N|inf  BFN: N-step loss or continuous time (inf)
-  samples=N      Monte-Carlo samples of the measurement loss (BSI, BFN)
+  samples=N      Monte-Carlo samples of the measurement / diffusion loss (BSI, BFN, VDM)
   rtol=, atol=, n_probes=N, solver=   IF: ODE tolerances, Hutchinson probes, solver
   receiver=per_coordinate|joint  discrete BFN n-step loss: the official code's receiver or
                  the paper's Eq. 190 (default: the config's method.per_coordinate_receiver)
   repeats=N      estimates averaged per example (default 1)
+  quality=true   also the offline sample-quality score: classifier FD and confident share of
+                 quality_n=N fresh samples (default: the test split's size, at most 1000)
+                 beside the real test images' (digits, mnist, binarized_mnist, fashion_mnist)
   split=test|val, max_batches=N, batch_size=N, seed=0, device=cpu|cuda, out=FILE.json"""
     import torch
 
@@ -391,8 +461,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
                              "split": str, "max_batches": _positive_int,
                              "batch_size": _positive_int, "out": str, "seed": int,
                              "device": str, "rtol": float, "atol": float,
-                             "n_probes": _positive_int, "solver": str, "receiver": str},
-                      required=["ckpt"])
+                             "n_probes": _positive_int, "solver": str, "receiver": str,
+                             "quality": _bool, "quality_n": _positive_int}, required=["ckpt"])
     if opts.get("split", "test") not in ("test", "val"):
         raise UsageError("split must be 'test' or 'val'")
     if opts.get("receiver", "joint") not in ("per_coordinate", "joint"):
@@ -426,6 +496,8 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     if getattr(task.method, "kind", None) == "discrete" and eval_kwargs.get("n_steps"):
         m["receiver"] = "per_coordinate" if task.method.per_coordinate_receiver else "joint"
         eval_kwargs["receiver"] = m["receiver"]
+    if opts.get("quality"):
+        m["quality"] = _evaluate_quality(cfg, task, opts)
     out = Path(opts.get("out", run_dir_of(path) / f"evaluate_{split}.json"))
     write_json(m, out)
     print(f"{split}: {m['bpd']:.4f} ± {m['bpd_se']:.4f} bits/dim | "
@@ -435,8 +507,33 @@ Bits/dim on the test (or val) split with its standard error, written to JSON.
     for term in getattr(type(task.method), "elbo_terms", ()):
         print(f"  {term}: {m[f'{term}_nats_per_dim']:.4f} ± {m[f'{term}_nats_per_dim_se']:.4f} "
               "nats/dim")
+    if "quality" in m:
+        _print_quality(m["quality"])
     print(f"wrote {out}")
     return 0
+
+
+def _evaluate_quality(cfg, task, opts: dict) -> dict:
+    """``quality=true``: the offline classifier score of fresh samples (bayesgen.compare)."""
+    from bayesgen.compare import evaluate_quality
+
+    return evaluate_quality(cfg, task, opts.get("quality_n"), opts.get("seed", 0))
+
+
+def _print_quality(q: dict) -> None:
+    s, r = q["quality"], q["real_test"]
+    print(f"quality ({s['n']} samples, {_fmt(q['sample_kwargs'])}; classifier "
+          f"{q['classifier']['key']}): classifier FD {s['fd']:.2f} (real test images: "
+          f"{r['fd']:.2f}) | confident {100 * s['confident_share']:.1f}% (real: "
+          f"{100 * r['confident_share']:.1f}%) | {q['samples_per_second']:.1f} samples/s")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def cmd_sample(args: list[str]) -> int:
@@ -444,7 +541,7 @@ def cmd_sample(args: list[str]) -> int:
 
 Draw samples; writes samples.png (image grid or 2-D/3-D scatter), sampling.gif (or .webp),
 samples.pt (the raw tensor) and samples.txt for text.
-  n=64, k=N (BSI steps), n_steps=N (BFN steps), schedule=linear|cosine|edm|edm7 (BSI),
+  n=64, k=N (BSI and VDM steps), n_steps=N (BFN steps), schedule=linear|cosine|edm|edm7 (BSI),
   seed=0, label=C (class-conditional), guidance=W (classifier-free guidance),
   frames=20, animation=gif|webp|none, out=DIR, device=cpu|cuda"""
     from bayesgen.training.build import load_checkpoint
@@ -680,6 +777,12 @@ def _inflationary_commands() -> dict[str, Callable[[list[str]], int]]:
     return IF_COMMANDS
 
 
+def _compare_commands() -> dict[str, Callable[[list[str]], int]]:
+    from bayesgen.compare import COMMANDS as COMPARE_COMMANDS
+
+    return COMPARE_COMMANDS
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -708,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, args = argv[0], argv[1:]
-    commands = COMMANDS | _inflationary_commands()
+    commands = COMMANDS | _inflationary_commands() | _compare_commands()
     if command not in commands:
         print(f"bayesgen: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -749,8 +852,10 @@ def _is_user_error(e: BaseException) -> bool:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
+    from bayesgen.extras import MissingDependency
+
     user = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, KeyError,
-            MisconfigurationException)
+            MisconfigurationException, MissingDependency)
     try:
         from bayesgen.data import DatasetNotFoundError
         user += (DatasetNotFoundError,)

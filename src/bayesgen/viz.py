@@ -47,9 +47,9 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
 def scatter(points: Tensor, reference: Tensor | None = None, title: str = "",
             lims: Sequence[float] | None = None) -> np.ndarray:
     """A 2-D or 3-D scatter plot (reference points in grey behind) rendered to an RGB array."""
-    import matplotlib
+    from bayesgen.extras import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "plots", "a scatter plot of 2-D/3-D samples").use("Agg")
     import matplotlib.pyplot as plt
 
     pts = points.detach().cpu().float().numpy()

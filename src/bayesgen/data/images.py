@@ -37,6 +37,7 @@ from bayesgen.data.info import (
     search_dirs,
     split_indices,
 )
+from bayesgen.extras import require
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -70,16 +71,20 @@ class BinarizedImages(ImageTensors):
     """Dynamic binarization: each access draws x ~ Bernoulli(p/255) afresh, int64 in {0, 1}.
 
     `soft=True` returns the probabilities p/255 themselves (float32 in [0, 1]), the
-    "binarised" mode of the minimal BFN MNIST example.
+    "binarised" mode of the minimal BFN MNIST example; `as_float=True` returns the binary
+    pixels as float32 in {−1, 1}, for the methods of continuous data (2 grey levels).
     """
 
-    def __init__(self, images, labels, soft: bool = False):
+    def __init__(self, images, labels, soft: bool = False, as_float: bool = False):
         super().__init__(images, labels)
-        self.soft = soft
+        self.soft, self.as_float = soft, as_float
 
     def __getitem__(self, i):
         p = self.images[i].float() / 255
-        return (p if self.soft else torch.bernoulli(p).long()), self.labels[i]
+        if self.soft:
+            return p, self.labels[i]
+        x = torch.bernoulli(p)
+        return (2 * x - 1 if self.as_float else x.long()), self.labels[i]
 
 
 # --------------------------------------------------------------------------- MNIST (idx files)
@@ -213,8 +218,11 @@ class FashionMNISTData(MNISTData):
 class BinarizedMNISTData(MNISTData):
     """Dynamically binarized MNIST (BFN): pixels ~ Bernoulli(p/255) afresh at every access,
     int64 in {0, 1}; split 99%/1% of train (59,400/600) + the 10k test images.
-    `soft=True` gives the probabilities p/255 as float32 instead. `reference_split="bfn"`
-    holds out the very 600 images BFN's official code does, else `val_size` at `split_seed`.
+    `soft=True` gives the probabilities p/255 as float32 instead; `as_float=True` the same
+    binary pixels as float32 in {−1, 1} with 2 grey levels (`info.num_bins` = 2), so that BSI
+    and other methods of continuous data model exactly the data discrete BFN models.
+    `reference_split="bfn"` holds out the very 600 images BFN's official code does, else
+    `val_size` at `split_seed`.
     """
 
     name = "binarized_mnist"
@@ -227,11 +235,15 @@ class BinarizedMNISTData(MNISTData):
         soft: bool = False,
         download: bool = True,
         reference_split: str | None = None,
+        as_float: bool = False,
     ):
         super().__init__(root, val_size, split_seed, None, download)
-        self.soft, self.reference_split = soft, reference_split
+        if soft and as_float:
+            raise ValueError("binarized_mnist: choose soft=true or as_float=true, not both")
+        self.soft, self.reference_split, self.as_float = soft, reference_split, as_float
         self.info = DatasetInfo(
-            name=self.name, data_shape=(1, 28, 28), kind="image", num_classes=2, num_labels=10
+            name=self.name, data_shape=(1, 28, 28), kind="image", num_labels=10,
+            num_classes=None if as_float else 2, num_bins=2 if as_float else None,
         )
 
     def load(self):
@@ -240,9 +252,9 @@ class BinarizedMNISTData(MNISTData):
                       if self.reference_split else
                       split_indices(len(train_x), [self.val_size], self.split_seed))
         return (
-            BinarizedImages(train_x[train], train_y[train], self.soft),
-            BinarizedImages(train_x[val], train_y[val], self.soft),
-            BinarizedImages(test_x, test_y, self.soft),
+            BinarizedImages(train_x[train], train_y[train], self.soft, self.as_float),
+            BinarizedImages(train_x[val], train_y[val], self.soft, self.as_float),
+            BinarizedImages(test_x, test_y, self.soft, self.as_float),
         )
 
 
@@ -547,7 +559,7 @@ class H5Images(Dataset):
     `<split>/images` uint8 (N, 3, r, r) and `<split>/labels` int64, read lazily."""
 
     def __init__(self, path, split: str, num_bins: int | None = None, hflip: bool = False):
-        import h5py
+        h5py = require("h5py", "hdf5", "ImageNet's HDF5 file")
 
         self.path, self.split, self.num_bins, self.hflip = Path(path), split, num_bins, hflip
         with h5py.File(self.path, "r") as f:
@@ -561,7 +573,7 @@ class H5Images(Dataset):
         return {**self.__dict__, "_file": None, "_pid": None}
 
     def __getitem__(self, i):
-        import h5py
+        h5py = require("h5py", "hdf5", "ImageNet's HDF5 file")
 
         if self._file is None or self._pid != os.getpid():  # one handle per worker process
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()

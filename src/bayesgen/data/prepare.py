@@ -126,8 +126,9 @@ def prepare_imagenet(
     `test` (the official validation images) groups, each with `images` uint8 (N, 3, r, r) and
     `labels` int64 0..999, read by `build_datasets("imagenet32")`.
     """
-    import h5py
+    from bayesgen.extras import require
 
+    h5py = require("h5py", "hdf5", "bayesgen prepare imagenet")
     src_dir, dest_h5 = Path(src_dir), Path(dest_h5)
     train_files = sorted(src_dir.glob("train_data_batch_*"), key=_batch_number)
     test_files = sorted(src_dir.glob("val_data*"))

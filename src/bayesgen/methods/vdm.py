@@ -11,8 +11,8 @@ log-SNR γ(t) = −ln SNR(t), linear in t:
     γ(t) = lerp(−ln snr_max, −ln snr_min, t),  σ_t² = sigmoid(γ(t)),  α_t² = sigmoid(−γ(t)),
     SNR(t) = α_t²/σ_t² = exp(−γ(t)),  SNR′(t) = −γ′·SNR(t),  γ′ = ln(snr_max/snr_min).
 
-The negative ELBO of x has three terms (VDM §3, "prior loss + reconstruction loss + diffusion
-loss"):
+The negative ELBO of x has three terms, VDM's prior loss, reconstruction loss and diffusion
+loss:
 
     −ELBO(x) = KL(q(z_1 | x) ‖ N(0, I)) + E_q(z_0|x)[−ln p(x | z_0)] + L(x),
 

@@ -56,8 +56,10 @@ def inside(boundary: np.ndarray, points: np.ndarray, alpha: float | None = None)
     """Whether each point (m, d) lies inside the alpha shape of `boundary` (n, d), d = 2 or 3.
     `alpha` is alphashape's (1/circumradius; default 0.005 in 2-D, 0.1 in 3-D; 0 = convex
     hull). Points on the boundary count as outside."""
-    import alphashape
-    import shapely
+    from bayesgen.extras import require
+
+    alphashape = require("alphashape", "metrics", "the coverage experiment")
+    shapely = require("shapely", "metrics", "the coverage experiment")
 
     def alpha_shape(points, alpha):
         with warnings.catch_warnings():  # alphashape builds np.matrix objects
@@ -73,8 +75,7 @@ def inside(boundary: np.ndarray, points: np.ndarray, alpha: float | None = None)
         raise ValueError(f"coverage needs 2-D or 3-D points, got {d}-D")
     alpha = ALPHA_3D if alpha is None else alpha
     if alpha > 0:
-        import trimesh
-
+        trimesh = require("trimesh", "metrics", "3-D coverage")
         mesh = alpha_shape(boundary, alpha)
         if not isinstance(mesh, trimesh.Trimesh) or not mesh.is_watertight:
             raise ValueError(

@@ -13,10 +13,17 @@ from bayesgen.nets.embeddings import FourierFeatures, LabelEmbedding, Sinusoidal
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
-def _output_shape(data_shape: Sequence[int], out_features: int | None) -> tuple[int, ...]:
-    """data_shape with its last axis replaced by ``out_features`` (default: unchanged)."""
-    data_shape = tuple(data_shape)
-    return (*data_shape[:-1], out_features or data_shape[-1])
+def _output_shape(data_shape: Sequence[int], out_features: int | None,
+                  out_channels: int | None = None) -> tuple[int, ...]:
+    """data_shape with its last axis replaced by ``out_features`` and its first (the channels
+    of an image) by ``out_channels`` (default: unchanged)."""
+    shape = list(data_shape)
+    shape[-1] = out_features or shape[-1]
+    if out_channels:
+        if len(shape) < 2:
+            raise ValueError("out_channels needs data with a channel axis, e.g. (C, H, W)")
+        shape[0] = out_channels
+    return tuple(shape)
 
 
 class MLP(nn.Module):
@@ -25,7 +32,9 @@ class MLP(nn.Module):
 
     The output has shape ``(B, *data_shape)``; ``out_features`` replaces the size of the last
     axis, i.e. ``(B, *data_shape[:-1], out_features)`` (e.g. data (2,) and out_features=4 for
-    a mean and a log-std per dimension gives (B, 4); data (L, K) gives per-position outputs).
+    a mean and a log-std per dimension gives (B, 4); data (L, K) gives per-position outputs);
+    ``out_channels`` replaces the channels of images, e.g. (2, 8, 8) for (1, 8, 8) digits.
+    ``dropout`` > 0 adds dropout after every hidden layer (small data sets: the digits).
     """
 
     def __init__(
@@ -39,10 +48,14 @@ class MLP(nn.Module):
         num_classes: int = 0,
         out_features: int | None = None,
         activation: str = "silu",
+        out_channels: int | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.data_shape = tuple(data_shape)
-        self.out_shape = _output_shape(data_shape, out_features)
+        self.out_shape = _output_shape(data_shape, out_features, out_channels)
         self.time_emb = SinusoidalEmbedding(time_dim, time_scale)
         self.label_emb = LabelEmbedding(num_classes, time_dim)
         self.fourier = FourierFeatures(fourier_exponents)
@@ -51,7 +64,7 @@ class MLP(nn.Module):
         widths += [hidden] * depth
         layers = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(w_in, w_out), act()]
+            layers += [nn.Linear(w_in, w_out), act(), *([nn.Dropout(dropout)] if dropout else [])]
         self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], math.prod(self.out_shape)))
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, get_method, instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,7 +25,7 @@ from bayesgen.training.checkpoint import (
     read_checkpoint,
 )
 from bayesgen.training.ema import EMA
-from bayesgen.training.metrics_csv import AppendingCSVLogger
+from bayesgen.training.monitor import build_loggers, monitor_callbacks
 from bayesgen.training.task import GenerativeTask
 
 # keys of a method config that configure evaluation and sampling, not the constructor
@@ -145,10 +145,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     kwargs.pop("skip_nonfinite", None)  # the task's, not Lightning's
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
-    ckpt = BoundaryCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=-1,
-                           every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-                           filename="step{step:07d}", auto_insert_metric_name=False)
-    cbs = [ckpt, ProgressBar(leave=True), *(callbacks or [])]
+    loggers = build_loggers(cfg, run_dir)
+    cbs = [*checkpoint_callbacks(cfg, run_dir), ProgressBar(leave=True), *(callbacks or []),
+           *monitor_callbacks(cfg, loggers, is_sharded(kwargs["strategy"]))]
     if cfg.ema.enabled and is_sharded(kwargs["strategy"]):
         rank_zero_warn("ema.enabled=true is ignored under FSDP: Lightning's WeightAveraging "
                        "cannot average sharded weights, so checkpoints and ema.safetensors hold "
@@ -156,10 +155,31 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
         cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
                        cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
-    loggers = [AppendingCSVLogger(run_dir, name="logs", version=""),
-               TensorBoardLogger(run_dir, name="tensorboard", version="")]
-    return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers,
+    return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers or False,
                      plugins=[SafeCheckpointIO()], enable_model_summary=False)
+
+
+def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
+    """Periodic checkpoints (``step<N>.ckpt`` every ``checkpoint.every_n_train_steps``, the
+    newest ``checkpoint.keep_last`` kept, null: all) with ``last.ckpt``, and the
+    ``checkpoint.save_top_k`` best by validation bits/dim (``best-step<N>-bpd<v>.ckpt``)."""
+    ck = cfg.checkpoint
+    keep_last, top_k = ck.get("keep_last", None), ck.get("save_top_k", 0) or 0
+    for key, value in (("keep_last", keep_last), ("save_top_k", top_k)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ConfigError(f"checkpoint.{key} must be a whole number >= 0 (or null for "
+                              f"keep_last: keep all), got {value!r}")
+    dirpath = run_dir / "checkpoints"
+    out = [BoundaryCheckpoint(dirpath=dirpath, save_last=True, monitor="step", mode="max",
+                              save_top_k=-1 if keep_last is None else keep_last,
+                              every_n_train_steps=ck.every_n_train_steps,
+                              filename="step{step:07d}", auto_insert_metric_name=False)]
+    if top_k:
+        out.append(ModelCheckpoint(dirpath=dirpath, monitor="val/bpd", mode="min",
+                                   save_top_k=top_k, save_on_train_epoch_end=False,
+                                   filename="best-step{step:07d}-bpd{val/bpd:.4f}",
+                                   auto_insert_metric_name=False))
+    return out
 
 
 def is_sharded(strategy) -> bool:

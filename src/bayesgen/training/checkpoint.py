@@ -246,7 +246,8 @@ def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
     text = (useful or lines or [type(e).__name__])[0]
-    return text.removeprefix("WeightsUnpickler error:").strip() or type(e).__name__
+    text = text.removeprefix("WeightsUnpickler error:").strip() or type(e).__name__
+    return text.split(". ")[0].rstrip(".")  # torch appends paragraphs of advice
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -267,7 +268,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             raise CheckpointError(
                 f"refusing to load {path}: it asks Python to call {found.group(1)}; bayesgen "
                 "checkpoints hold only tensors and plain values") from None
-        raise CheckpointError(f"{path} is not a checkpoint file ({_first_line(e)})") from None
+        with open(path, "rb") as f:
+            archive = f.read(2) == b"PK"
+        if archive:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"{path} is not a checkpoint file (not a PyTorch archive); pass a "
+                              ".ckpt file or a run directory") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError,
             TypeError, KeyError, IndexError, MemoryError) as e:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "

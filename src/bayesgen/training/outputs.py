@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from bayesgen import viz
+from bayesgen.extras import MissingDependency
 from bayesgen.training.checkpoint import NonFiniteError, atomic_path, atomic_write, write_text
 
 # keys of ``sample_history`` that hold per-step states in data space, best first
@@ -130,14 +132,20 @@ def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,
         pictures = [viz.image_grid(viz.to_unit_images(f, num_classes)) for f in steps]
     elif x.shape[1] in (2, 3):
         lims = (-3.5, 3.5)
-        paths["image"] = _save(viz.save_image, viz.scatter(x, title="samples", lims=lims),
-                               out / "samples.png")
+        try:
+            picture = viz.scatter(x, title="samples", lims=lims)
+        except MissingDependency as e:
+            print(f"no samples.png: {e}")
+            return paths
+        paths["image"] = _save(viz.save_image, picture, out / "samples.png")
         pictures = [viz.scatter(f, title=f"step {i + 1}/{len(steps)}", lims=lims)
                     for i, f in enumerate(steps)]
     else:
         return paths
-    if animation != "none" and len(pictures) > 1:
-        paths["animation"] = _save(viz.save_animation, pictures, out / f"sampling.{animation}")
+    if animation != "none" and len(pictures) > 1:  # about 3 s, whatever the frame count
+        duration = max(40, min(150, 3000 // len(pictures)))
+        paths["animation"] = _save(partial(viz.save_animation, duration_ms=duration), pictures,
+                                   out / f"sampling.{animation}")
     return paths
 
 

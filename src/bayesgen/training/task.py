@@ -111,12 +111,17 @@ class GenerativeTask(L.LightningModule):
             x, kwargs["augment_labels"] = self.augment(x)
         try:
             loss = self.train_loss(x, **kwargs).float().mean()
-        except ValueError as e:  # torch.distributions refusing NaN parameters
-            if "invalid values" not in str(e):
+        except ValueError as e:  # NaN data refused, or torch.distributions refusing NaN
+            bad_data = x.is_floating_point() and not bool(torch.isfinite(x).all())
+            if not bad_data and "invalid values" not in str(e):
                 raise
-            raise NonFiniteError(f"non-finite values inside {type(self.method).__name__}."
-                                 f"train_loss at step {self.global_step} "
-                                 f"({str(e).splitlines()[0]})") from None
+            what = ("training data" if bad_data else
+                    f"values inside {type(self.method).__name__}.train_loss")
+            where = f"non-finite {what} at step {self.global_step} ({str(e).splitlines()[0]})"
+            if self.trainer.world_size > 1:  # the other ranks cannot be told to skip
+                raise NonFiniteError(where) from None
+            self._skip_or_raise(where)
+            return None
         if self._nonfinite(loss, "training loss"):
             return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True)
@@ -142,15 +147,18 @@ class GenerativeTask(L.LightningModule):
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return False
-        where = f"non-finite {quantity} ({value.detach().float().cpu().item():g}) at step " \
-                f"{self.global_step}"
+        self._skip_or_raise(f"non-finite {quantity} ({value.detach().float().cpu().item():g}) "
+                            f"at step {self.global_step}")
+        return True
+
+    def _skip_or_raise(self, where: str) -> None:
+        """Count a skipped batch (reported on one line), or raise when none is left."""
         if self.skipped_nonfinite >= self.skip_nonfinite:
             raise NonFiniteError(where)
         self.skipped_nonfinite += 1
         if self.global_rank == 0:
             print(f"{where}: batch skipped ({self.skipped_nonfinite} of "
                   f"trainer.skip_nonfinite={self.skip_nonfinite})", flush=True)
-        return True
 
     def _evaluate(self, batch, split: str) -> None:
         x, y = batch

@@ -152,6 +152,8 @@ SCHEMA: dict[str, Key] = {
     "evaluate.split": Key(str, choices=("test", "val"),
                           hint="the training split is not evaluated"),
     "evaluate.max_batches": Key(int, min=1, optional=True, hint="null evaluates every batch"),
+    "evaluate.quality": Key(bool),
+    "evaluate.baselines": Key(bool),
     "data.name": Key(str),
     "data.batch_size": Key(int, min=1),
     "data.eval_batch_size": Key(int, min=1, optional=True),
@@ -161,6 +163,7 @@ SCHEMA: dict[str, Key] = {
     "trainer.check_val_every_n_epoch": Key(int, min=1, optional=True),
     "trainer.limit_val_batches": Key(float, min=0, check=_fraction_or_count),
     "trainer.log_every_n_steps": Key(int, min=1),
+    "trainer.skip_nonfinite": Key(int, min=0, hint="batches with a NaN/inf loss to skip"),
     "trainer.num_sanity_val_steps": Key(int, min=-1),
     "trainer.accumulate_grad_batches": Key(int, min=1),
     "trainer.gradient_clip_val": Key(float, min=0, optional=True),
@@ -500,14 +503,14 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
     discrete = info.num_classes is not None
     if kind == "bfn_discrete" and not discrete:
         raise ConfigError(f"{method} models discrete data (classes), but {data} is continuous; "
-                          "use method=bsi, bfn_continuous or bfn_discretized, or discrete data "
-                          "(text8, tinyshakespeare, binarized_mnist)")
+                          "use method=bsi, vdm, bfn_continuous or bfn_discretized, or discrete "
+                          "data (text8, tinyshakespeare, binarized_mnist)")
     if kind is not None and kind != "bfn_discrete" and discrete:
         raise ConfigError(f"{method} models continuous data, but {data} is discrete "
                           f"({info.num_classes} classes); use method=bfn_discrete")
     if kind in ("bfn_continuous", "bfn_discretized") and info.kind == "flat":
         raise ConfigError(f"{method} needs data in [-1, 1], but {data} is z-scored toy data "
-                          "(unbounded); use method=bsi or method=if")
+                          "(unbounded); use method=bsi, method=vdm or method=if")
     if kind == "bfn_discretized" and cfg.method.get("num_bins") == "auto" and not info.num_bins:
         raise ConfigError(f"method.num_bins=auto but {data} has no bins; set method.num_bins")
     if kind in ("bsi", "vdm"):

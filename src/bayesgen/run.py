@@ -1,0 +1,420 @@
+"""A trained run as a Python object: ``bayesgen.load``, ``from_pretrained``, ``save_pretrained``.
+
+``bayesgen.load(path)`` opens a run directory, a training checkpoint or an exported folder and
+returns a :class:`Run`: the plain method object (``BSI``, ``BFN``, ``InflationaryFlow``, …)
+with its EMA weights, in eval mode, plus its configuration and data info. Nothing is
+unpickled — the configuration comes from YAML or JSON, the weights from safetensors (or from a
+checkpoint read with ``torch.load(weights_only=True)``) — and no data module is built: the data
+info comes from the configuration alone.
+
+``save_pretrained`` writes the Hugging Face Hub layout: ``config.json`` (the resolved
+configuration and the data info), ``model.safetensors`` (the method's state dict) and a
+``README.md`` model card. Methods stay framework-free (DESIGN.md), so ``save_pretrained`` is a
+function here and a method of :class:`Run`, not a method of ``BSI``/``BFN``/….
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+
+from bayesgen.data.info import DatasetInfo
+
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+FORMAT_VERSION = 1
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_INFO_KEYS = ("name", "data_shape", "kind", "num_classes", "num_labels", "num_bins")
+# keys of a data config that are loader settings, not options of the data set
+_LOADER_KEYS = ("_target_", "name", "root", "batch_size", "eval_batch_size", "num_workers")
+
+
+class LoadError(ValueError):
+    """A path or file that cannot be loaded as a bayesgen run; the message says why."""
+
+
+class Run:
+    """A trained method with its configuration: ``run.sample(16)``, ``run.elbo(x)``.
+
+    ``method`` is the plain method object (eval mode, EMA weights), ``config`` the resolved
+    training configuration, ``info`` the data set's :class:`~bayesgen.data.DatasetInfo`,
+    ``metrics`` the run's ``metrics.json`` (or None), ``path`` where it was loaded from.
+    """
+
+    def __init__(self, method: nn.Module, config: DictConfig, info: DatasetInfo,
+                 path: Path | None = None, metrics: dict | None = None,
+                 command: str | None = None):
+        self.method, self.config, self.info = method, config, info
+        self.path, self.metrics, self.command = path, metrics, command
+
+    def __repr__(self) -> str:
+        return (f"Run({type(self.method).__name__}, data={self.info.name} "
+                f"{tuple(self.info.data_shape)}, {self.num_parameters:,} parameters, "
+                f"device={self.device}, path={str(self.path) if self.path else None!r})")
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.method.parameters())
+
+    @property
+    def num_labels(self) -> int:
+        """Number of class labels of a class-conditional run, else 0."""
+        return self.info.num_labels if self.config.conditional.enabled else 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.method.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.method.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+           ) -> Run:
+        """Move the method (in place); ``dtype`` casts the weights (see :func:`cast`)."""
+        cast(self.method, device, dtype)
+        return self
+
+    @property
+    def sample_kwargs(self) -> dict[str, Any]:
+        """The configuration's ``method.sample_kwargs`` (e.g. BSI's ``k``, BFN's ``n_steps``)."""
+        return OmegaConf.to_container(self.config.method.get("sample_kwargs") or {}, resolve=True)
+
+    @property
+    def eval_kwargs(self) -> dict[str, Any]:
+        """The configuration's ``method.eval_kwargs``, passed to ``elbo``."""
+        return OmegaConf.to_container(self.config.method.get("eval_kwargs") or {}, resolve=True)
+
+    def _labels(self, n: int, labels) -> dict[str, Tensor]:
+        if not self.num_labels:
+            if labels is not None:
+                raise ValueError("labels= needs a class-conditional run "
+                                 "(trained with conditional.enabled=true)")
+            return {}
+        if labels is None:  # one class per grid row
+            labels = torch.arange(n) % self.num_labels
+        labels = torch.as_tensor(labels, device=self.device).long().expand(n)
+        return {"class_labels": torch.where(labels < 0, self.num_labels, labels)}
+
+    @torch.no_grad()
+    def sample(self, n: int = 16, generator: torch.Generator | None = None, labels=None,
+               **kwargs) -> Tensor:
+        """``n`` samples with the configuration's ``sample_kwargs`` (``kwargs`` override them,
+        e.g. ``k=20``); ``labels`` (an int or ``n`` ints) for a class-conditional run."""
+        kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
+        return self.method.sample(n, generator=generator, **kwargs)
+
+    @torch.no_grad()
+    def sample_history(self, n: int = 16, generator: torch.Generator | None = None,
+                       labels=None, **kwargs) -> dict[str, Tensor]:
+        """Every step of sampling (see the method's ``sample_history``)."""
+        kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
+        return self.method.sample_history(n, generator=generator, **kwargs)
+
+    @torch.no_grad()
+    def elbo(self, x: Tensor, labels=None, **kwargs) -> tuple[Tensor, ...]:
+        """The method's ``elbo`` of ``x`` (moved to the method's device) with the
+        configuration's ``eval_kwargs``: a tuple whose second entry is bits/dim per example."""
+        x = x.to(self.device)
+        return self.method.elbo(x, **(self.eval_kwargs | kwargs | self._labels(len(x), labels)))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``folder``."""
+        return save_pretrained(self.method, folder, self.config, info=self.info,
+                               metrics=self.metrics, command=self.command)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload bayesgen model") -> str:
+        """Upload the ``save_pretrained`` folder to the Hugging Face Hub (needs
+        ``huggingface_hub`` and a network); returns the commit URL."""
+        hub = _huggingface_hub()
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            api = hub.HfApi(token=token)
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp,
+                                     commit_message=commit_message, repo_type="model")
+        return str(getattr(info, "commit_url", info))
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def load(path: str | Path, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None) -> Run:
+    """A run from a run directory (``config.yaml`` + ``ema.safetensors``, or its
+    ``checkpoints/last.ckpt`` when that is newer), a ``.ckpt`` file (read with
+    ``weights_only=True``) or a ``save_pretrained`` folder (``config.json`` +
+    ``model.safetensors``). ``device``/``dtype`` place and cast the weights."""
+    path = Path(path)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return from_pretrained(path, device=device, dtype=dtype)
+    if path.is_dir():
+        return _load_run_dir(path, device, dtype)
+    if path.is_file() and path.suffix == ".ckpt":
+        return _load_checkpoint(path, device, dtype)
+    if not path.exists():
+        raise LoadError(f"{path} does not exist; pass a run directory, a .ckpt file or a "
+                        "save_pretrained folder")
+    raise LoadError(f"{path} is neither a run directory, a .ckpt file nor a save_pretrained "
+                    f"folder (with {CONFIG_NAME} and {WEIGHTS_NAME})")
+
+
+def _load_run_dir(run_dir: Path, device, dtype) -> Run:
+    config_file, ema = run_dir / "config.yaml", run_dir / "ema.safetensors"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not config_file.is_file():
+        raise LoadError(f"{run_dir} has no config.yaml: not a bayesgen run directory")
+    if last.is_file() and (not ema.is_file() or last.stat().st_mtime > ema.stat().st_mtime):
+        return _load_checkpoint(last, device, dtype)  # training went on after ema.safetensors
+    if not ema.is_file():
+        raise LoadError(f"{run_dir} has neither ema.safetensors nor checkpoints/last.ckpt; "
+                        "did training save anything?")
+    from safetensors.torch import load_file
+
+    cfg = OmegaConf.load(config_file)
+    info = data_info_from_config(cfg)
+    method = build_from_config(cfg, info, load_file(str(ema)), str(ema))
+    return _finish(Run(method, cfg, info, run_dir, _read_metrics(run_dir),
+                       read_command(run_dir)), device, dtype)
+
+
+def _load_checkpoint(path: Path, device, dtype) -> Run:
+    from bayesgen.training.checkpoint import checkpoint_config, read_checkpoint
+
+    ckpt = read_checkpoint(path)  # weights_only=True; the config's _target_s checked
+    cfg = checkpoint_config(ckpt, path)
+    state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items()
+             if k.startswith("method.")}
+    info = data_info_from_config(cfg)
+    method = build_from_config(cfg, info, state, str(path))
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return _finish(Run(method, cfg, info, path, _read_metrics(run_dir),
+                       read_command(run_dir)), device, dtype)
+
+
+def from_pretrained(name_or_path: str | Path, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None, revision: str | None = None) -> Run:
+    """A run from a ``save_pretrained`` folder, or from a Hugging Face Hub id
+    (``user/name``, downloaded with ``huggingface_hub``)."""
+    folder = Path(name_or_path)
+    if not folder.exists():
+        if not _HUB_ID.match(str(name_or_path)):
+            raise LoadError(f"{name_or_path} does not exist (and is no Hub id user/name)")
+        hub = _huggingface_hub()
+        folder = Path(hub.snapshot_download(str(name_or_path), revision=revision,
+                                            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME,
+                                                            CARD_NAME]))
+    config_file, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for f in (config_file, weights):
+        if not f.is_file():
+            raise LoadError(f"{folder} has no {f.name}; save_pretrained writes {CONFIG_NAME} "
+                            f"and {WEIGHTS_NAME}")
+    saved = json.loads(config_file.read_text())
+    if saved.get("library") != "bayesgen" or "config" not in saved:
+        raise LoadError(f"{config_file} was not written by bayesgen's save_pretrained")
+    if saved.get("format", 1) > FORMAT_VERSION:
+        raise LoadError(f"{config_file} has format {saved['format']}; this bayesgen reads "
+                        f"format {FORMAT_VERSION}: upgrade bayesgen")
+    from safetensors.torch import load_file
+
+    cfg = OmegaConf.create(saved["config"])
+    info = info_from_dict(saved["data_info"])
+    method = build_from_config(cfg, info, load_file(str(weights)), str(weights))
+    return _finish(Run(method, cfg, info, folder, saved.get("metrics"), saved.get("command")),
+                   device, dtype)
+
+
+def _finish(run: Run, device, dtype) -> Run:
+    run.method.eval()
+    return run.to(device, dtype)
+
+
+def cast(method: nn.Module, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None) -> nn.Module:
+    """Move ``method`` to ``device`` and cast its floating weights to ``dtype``; float64
+    buffers (e.g. Inflationary Flows' PCA basis) stay float64."""
+    if device is not None:
+        method.to(device=device)
+    if dtype is not None:
+        keep = {name: b for name, b in method.named_buffers() if b.dtype == torch.float64}
+        method.to(dtype=dtype)
+        for name, b in keep.items():
+            owner, _, attr = name.rpartition(".")
+            setattr(method.get_submodule(owner), attr, b)
+    return method
+
+
+# ---- building from a configuration --------------------------------------------------------------
+def build_from_config(cfg: DictConfig, info: DatasetInfo, state: dict[str, Tensor],
+                      source: str = "the weights") -> nn.Module:
+    """The method that ``cfg`` describes, sized for ``info``, with the weights ``state``
+    (statistics fitted to data, e.g. Inflationary Flows' PCA, come from ``state`` too)."""
+    from bayesgen.training.build import build_method
+    from bayesgen.training.checkpoint import check_targets
+
+    for key in ("net", "method"):
+        if key not in cfg:
+            raise LoadError(f"the configuration has no {key!r} section")
+    check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, source)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if cfg.method.get("data") == "auto":  # fitted statistics are buffers of the state dict
+            cfg.method.data = None
+        cfg.setdefault("conditional", {"enabled": False, "guidance_scale": 0.0})
+    method = build_method(cfg, SimpleNamespace(info=info))
+    missing, unexpected = _compare_keys(method.state_dict(), state)
+    if missing or unexpected:
+        raise LoadError(f"{source} do not fit the configured method: missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}")
+    method.load_state_dict(state)
+    return method
+
+
+def _compare_keys(expected: dict, found: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+
+
+def data_info_from_config(cfg: DictConfig) -> DatasetInfo:
+    """The data info of a run from its ``data`` configuration, without reading data (an image
+    folder without ``data.data_shape`` reads its first image for the size)."""
+    from bayesgen.data.datamodule import make_source
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    options = {k: v for k, v in data.items() if k not in _LOADER_KEYS}
+    try:
+        return make_source(data["name"], data.get("root"), **options).info
+    except Exception as e:  # noqa: BLE001 - the files may be elsewhere on this machine
+        raise LoadError(f"the data info of data={data['name']} needs its files ({e}); pass "
+                        "data_shape in the data config, or load a save_pretrained folder") from e
+
+
+def info_to_dict(info: DatasetInfo) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(info).items() if k in _INFO_KEYS}
+    return out | {"data_shape": list(info.data_shape)}
+
+
+def info_from_dict(d: dict[str, Any]) -> DatasetInfo:
+    from bayesgen.data.text import decode_text
+
+    d = {k: d[k] for k in _INFO_KEYS if k in d}
+    return DatasetInfo(**d | {"data_shape": tuple(d["data_shape"])},
+                       decode=decode_text if d.get("kind") == "text" else None)
+
+
+def _read_metrics(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_command(run_dir: Path) -> str | None:
+    """``bayesgen train …`` with the overrides Hydra recorded in ``.hydra/overrides.yaml``."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    overrides = OmegaConf.to_container(OmegaConf.load(path))
+    return " ".join(["bayesgen train", *map(str, overrides)])
+
+
+# ---- saving -------------------------------------------------------------------------------------
+def save_pretrained(method: nn.Module, folder: str | Path, config: DictConfig | dict,
+                    info: DatasetInfo | None = None, metrics: dict | None = None,
+                    command: str | None = None) -> Path:
+    """Write ``method`` with the configuration that rebuilds it (its ``net``, ``method`` and
+    ``data`` sections, as ``bayesgen train`` resolves them) to ``folder``: ``config.json``,
+    ``model.safetensors`` and a ``README.md`` model card (method, data, metrics, command)."""
+    from safetensors.torch import save
+
+    from bayesgen.training.checkpoint import check_targets, write_bytes, write_text
+
+    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
+    for key in ("net", "method", "data"):
+        if key not in cfg:
+            raise ValueError(f"save_pretrained needs the run's configuration with a {key!r} "
+                             "section (run.config, or the config bayesgen train composed)")
+    check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, "save_pretrained's config")
+    info = info or data_info_from_config(cfg)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
+    write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))  # atomic, 0644
+    n_params = sum(p.numel() for p in method.parameters())
+    saved = {"library": "bayesgen", "format": FORMAT_VERSION,
+             "bayesgen_version": _version(), "method": type(method).__name__,
+             "parameters": n_params, "data_info": info_to_dict(info),
+             "metrics": metrics, "command": command,
+             "config": OmegaConf.to_container(cfg, resolve=True)}
+    write_text(folder / CONFIG_NAME, json.dumps(saved, indent=2) + "\n")
+    write_text(folder / CARD_NAME, model_card(saved))
+    return folder
+
+
+def model_card(saved: dict) -> str:
+    """A Hugging Face model card: YAML metadata, then method, data, metrics and command."""
+    cfg, info = saved["config"], saved["data_info"]
+    method_name = cfg["method"].get("name", saved["method"])
+    name = cfg.get("name") or f"{info['name']}-{method_name}"
+    tags = ["bayesgen", str(method_name), "generative-model", info["kind"]]
+    lines = ["---", "library_name: bayesgen", "tags:", *[f"- {t}" for t in tags], "---", "",
+             f"# {name}", "",
+             f"A {_METHOD_NAMES.get(saved['method'], saved['method'])} model trained with "
+             f"bayesgen on **{info['name']}**.", "",
+             "| | |", "|---|---|",
+             f"| method | `{cfg['method']['_target_']}` |",
+             f"| network | `{cfg['net']['_target_']}`, {saved['parameters']:,} parameters |",
+             f"| data | {info['name']}: shape {tuple(info['data_shape'])}, {info['kind']}"
+             + (f", {info['num_bins']} bins" if info.get("num_bins") else "")
+             + (f", {info['num_classes']} classes" if info.get("num_classes") else "") + " |"]
+    if cfg.get("conditional", {}).get("enabled"):
+        lines.append(f"| conditional | {info['num_labels']} class labels |")
+    trainer, optim = cfg.get("trainer", {}), cfg.get("optim", {})
+    if trainer.get("max_steps"):
+        lines.append(f"| training | {trainer['max_steps']:,} steps, batch "
+                     f"{cfg['data'].get('batch_size')}, lr {optim.get('lr')} |")
+    metrics = saved.get("metrics") or {}
+    lines += ["", "## Metrics", ""]
+    if "bpd" in metrics:
+        se = metrics.get("bpd_se")
+        se_txt = f" ± {se:.4f}" if isinstance(se, float) and math.isfinite(se) else ""
+        lines += ["| metric | value |", "|---|---|",
+                  f"| {metrics.get('split', 'test')} bits/dim | {metrics['bpd']:.4f}{se_txt} "
+                  f"({metrics.get('n_examples', '?')} examples) |"]
+        if "steps" in metrics:
+            lines.append(f"| trained steps | {metrics['steps']:,} |")
+    else:
+        lines.append("No metrics were recorded (no `metrics.json` in the run directory).")
+    lines += ["", "## Usage", "", "```python", "import bayesgen", "",
+              'run = bayesgen.from_pretrained("<this folder or Hub id>")',
+              "x = run.sample(16)          # " + f"(16, {', '.join(map(str, info['data_shape']))})",
+              "bpd = run.elbo(data)[1]     # bits/dim of each example of your data",
+              "```", "",
+              "## Training command", ""]
+    if saved.get("command"):
+        lines += ["```sh", saved["command"], "```"]
+    else:
+        lines.append("Not recorded; the full configuration is in `config.json`.")
+    return "\n".join(lines) + "\n"
+
+
+_METHOD_NAMES = {"BSI": "Bayesian Sample Inference (BSI)", "BFN": "Bayesian Flow Network (BFN)",
+                 "InflationaryFlow": "Inflationary Flow", "VDM": "Variational Diffusion Model"}
+
+
+def _version() -> str:
+    from bayesgen import __version__
+
+    return __version__
+
+
+def _huggingface_hub():
+    from bayesgen.extras import require
+
+    return require("huggingface_hub", "hub", "Hub ids and push_to_hub")

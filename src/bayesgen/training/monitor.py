@@ -1,0 +1,253 @@
+"""What training shows: the loggers (``logger=csv|tensorboard|wandb|none``, or a list), the
+configuration as hyperparameters, the learning rate, the gradient norm, throughput, and a
+picture of samples at each validation."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from bayesgen import viz
+from bayesgen.extras import MissingDependency, require
+from bayesgen.training.metrics_csv import AppendingCSVLogger
+
+LOGGERS = ("csv", "tensorboard", "wandb")
+
+
+def logger_names(value: Any) -> list[str]:
+    """``logger=`` as a list of names: one name, a list, or none (``none``, null, ``[]``)."""
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else list(value)
+    names = [str(n).strip().lower() for n in names]
+    if names in (["none"], ["false"]):
+        return []
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise ValueError(f"unknown logger {unknown[0]!r}; logger= takes {', '.join(LOGGERS)}, "
+                         "none, or a list such as logger=[csv,tensorboard]")
+    return list(dict.fromkeys(names))
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The loggers that ``cfg.logger`` names, writing into ``run_dir``: ``logs/metrics.csv``,
+    ``tensorboard/``, ``wandb/`` (W&B's run id is kept in ``wandb_id.txt``, so that a resumed
+    run continues the same W&B run)."""
+    loggers: list[Logger] = []
+    for name in logger_names(cfg.get("logger", ["csv", "tensorboard"])):
+        if name == "csv":
+            loggers.append(AppendingCSVLogger(run_dir, name="logs", version=""))
+        elif name == "tensorboard":
+            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version="",
+                                             default_hp_metric=False))
+        else:
+            loggers.append(_wandb_logger(cfg, run_dir))
+    return loggers
+
+
+def _wandb_logger(cfg: DictConfig, run_dir: Path) -> Logger:
+    require("wandb", "wandb", "logger=wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    opts = OmegaConf.to_container(cfg.get("wandb") or {}, resolve=True)
+    id_file = run_dir / "wandb_id.txt"
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
+        if rank_zero_only.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id + "\n")
+    return WandbLogger(name=opts.pop("name", None) or f"{cfg.name}/{run_dir.name}",
+                       save_dir=str(run_dir), id=run_id, resume="allow",
+                       project=opts.pop("project", None) or "bayesgen", **opts)
+
+
+def monitor_callbacks(cfg: DictConfig, loggers: list[Logger], sharded: bool) -> list[Callback]:
+    """Learning rate, gradient norm, throughput, the configuration as hyperparameters and (to
+    loggers that show pictures) samples at each validation; nothing without a logger."""
+    if not loggers:
+        return []
+    every = int(cfg.trainer.get("log_every_n_steps") or 50)
+    cbs: list[Callback] = [LearningRateMonitor(logging_interval="step"),
+                           Throughput(every), LogConfig(OmegaConf.to_container(cfg, resolve=True))]
+    if not sharded:  # under FSDP each rank holds a shard of the gradients and weights
+        cbs.append(GradNorm(every))
+        n = int(cfg.get("log_samples", {}).get("n", 0) or 0)
+        if n > 0 and any(_shows_pictures(lg) for lg in loggers):
+            kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs") or {}, resolve=True)
+            cbs.append(ValidationSamples(n, kwargs, seed=int(cfg.seed)))
+    return cbs
+
+
+def _shows_pictures(logger: Logger) -> bool:
+    return isinstance(logger, TensorBoardLogger) or type(logger).__name__ == "WandbLogger"
+
+
+def _log(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Straight to the loggers, at ``step`` counted as Lightning counts it for the loss (the
+    index of the optimizer step, from 0)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}`` (the override syntax); lists and
+    None become strings, so that every logger accepts them."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, name + ".")
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+class LogConfig(Callback):
+    """The resolved configuration, flattened, as the run's hyperparameters (TensorBoard's
+    HPARAMS tab, W&B's config, ``logs/hparams.yaml``), so that runs can be compared."""
+
+    def __init__(self, config: dict):
+        self.params = flatten({k: v for k, v in config.items() if k != "hydra"})
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.params)
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                self._tensorboard_hparams(logger)
+
+    def _tensorboard_hparams(self, logger: TensorBoardLogger) -> None:
+        """The HPARAMS tab's table with the bits/dim columns. (Lightning writes it only
+        together with a metric value at step 0; this writes no value.)"""
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = logger.experiment._get_file_writer()  # as SummaryWriter.add_hparams does
+        for summary in hparams(self.params, {"val/bpd": 0.0, "test/bpd": 0.0}):
+            writer.add_summary(summary)
+
+
+class GradNorm(Callback):
+    """``train/grad_norm``: the global L2 norm of the gradients before clipping, every
+    ``every`` optimizer steps."""
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer) -> None:
+        step = trainer.global_step  # this optimizer step's index; logged with the loss's
+        if (step + 1) % self.every:
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+            _log(trainer, {"train/grad_norm": torch.linalg.vector_norm(norms).item()}, step)
+
+
+class Throughput(Callback):
+    """``throughput/steps_per_sec`` and ``throughput/examples_per_sec`` (all ranks together)
+    over the last ``every`` optimizer steps, validation excluded."""
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+        self._start: float | None = None
+        self._steps = self._examples = 0
+
+    def _restart(self) -> None:
+        self._start, self._steps, self._examples = None, 0, 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch,
+                             batch_idx: int) -> None:
+        if self._start is None:
+            self._start, self._step0 = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
+                           batch, batch_idx: int) -> None:
+        if self._start is None:
+            return
+        self._examples += len(batch[0]) * trainer.world_size
+        steps = trainer.global_step - self._step0
+        if steps and trainer.global_step % self.every == 0:
+            seconds = max(time.perf_counter() - self._start, 1e-9)
+            _log(trainer, {"throughput/steps_per_sec": steps / seconds,
+                           "throughput/examples_per_sec": self._examples / seconds},
+                 trainer.global_step - 1)
+            self._restart()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restart()  # the steps before validation are dropped; the clock restarts after
+
+
+class ValidationSamples(Callback):
+    """At the end of each validation (EMA weights in place), ``n`` samples drawn with a fixed
+    seed: an image grid, a scatter plot for 2-D/3-D data, or text, logged as ``val/samples``
+    to TensorBoard and W&B."""
+
+    def __init__(self, n: int, sample_kwargs: dict | None = None, seed: int = 0):
+        self.n, self.sample_kwargs, self.seed = n, dict(sample_kwargs or {}), seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        method = pl_module.method
+        info = getattr(trainer.datamodule, "info", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or info is None or not callable(
+                getattr(method, "sample", None)):  # the task needs train_loss and elbo only
+            return
+        from bayesgen.training.outputs import sample_labels
+
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        with torch.no_grad(), torch.autocast(pl_module.device.type, enabled=False):
+            x = method.sample(self.n, generator=gen, **self.sample_kwargs,
+                              **sample_labels(pl_module, self.n))
+        if info.kind == "text" and info.decode is not None:
+            text = "\n\n".join(info.decode(row) for row in x.cpu())
+            self._log_text(trainer, text)
+            return
+        picture = sample_picture(x, info)
+        if picture is not None:
+            self._log_picture(trainer, picture)
+
+    @staticmethod
+    def _log_picture(trainer: L.Trainer, picture: np.ndarray) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/samples", picture, trainer.global_step,
+                                            dataformats="HWC")
+            elif type(logger).__name__ == "WandbLogger":
+                logger.log_image("val/samples", [picture], step=trainer.global_step)
+
+    @staticmethod
+    def _log_text(trainer: L.Trainer, text: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("val/samples", f"```\n{text}\n```",
+                                           trainer.global_step)
+            elif type(logger).__name__ == "WandbLogger":
+                logger.log_text("val/samples", columns=["sample"],
+                                data=[[t] for t in text.split("\n\n")], step=trainer.global_step)
+
+
+def sample_picture(x: torch.Tensor, info) -> np.ndarray | None:
+    """An (H, W, 3) uint8 picture of samples: an image grid, or a scatter plot of 2-D/3-D
+    data (None for other flat data)."""
+    if info.kind == "image":
+        return viz.image_grid(viz.to_unit_images(x, getattr(info, "num_classes", None)))
+    if x.ndim == 2 and x.shape[1] in (2, 3) and math.prod(x.shape) > 0:
+        try:
+            return viz.scatter(x, title="samples", lims=(-3.5, 3.5))
+        except MissingDependency:  # matplotlib is optional (bayesgen[plots])
+            return None
+    return None
