@@ -154,7 +154,7 @@ def _hydra_train(args: list[str]) -> int:
             validate_config(cfg, overrides)
         hydra_cfg = HydraConfig.get()
         out = Path(hydra_cfg.runtime.output_dir)
-        if not hydra_cfg.job.chdir and out.is_relative_to(Path.cwd()):
+        if not (multirun or hydra_cfg.job.chdir) and out.is_relative_to(Path.cwd()):
             out = out.relative_to(Path.cwd())  # runs/<name>/<timestamp>, as the user wrote it
         if os.environ.get("LOCAL_RANK", "0") != "0" and "BAYESGEN_RUN_DIR" in os.environ:
             out = Path(os.environ["BAYESGEN_RUN_DIR"])  # a process Lightning started: rank 0's

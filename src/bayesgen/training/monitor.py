@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -95,11 +95,13 @@ def _shows_pictures(logger: Logger) -> bool:
     return isinstance(logger, TensorBoardLogger) or type(logger).__name__ == "WandbLogger"
 
 
-def _log(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+def _log(trainer: L.Trainer, metrics: dict[str, float], step: int,
+         csv: bool = True) -> None:
     """Straight to the loggers, at ``step`` counted as Lightning counts it for the loss (the
-    index of the optimizer step, from 0)."""
+    index of the optimizer step, from 0); ``csv=False`` leaves out ``logs/metrics.csv``."""
     for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=step)
+        if csv or not isinstance(logger, CSVLogger):
+            logger.log_metrics(metrics, step=step)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -160,7 +162,8 @@ class GradNorm(Callback):
 
 class Throughput(Callback):
     """``throughput/steps_per_sec`` and ``throughput/examples_per_sec`` (all ranks together)
-    over the last ``every`` optimizer steps, validation excluded."""
+    over the last ``every`` optimizer steps, validation excluded. Not in ``logs/metrics.csv``:
+    a resumed run's CSV history equals the uninterrupted run's, and wall-clock rates cannot."""
 
     def __init__(self, every: int):
         self.every = max(1, every)
@@ -185,7 +188,7 @@ class Throughput(Callback):
             seconds = max(time.perf_counter() - self._start, 1e-9)
             _log(trainer, {"throughput/steps_per_sec": steps / seconds,
                            "throughput/examples_per_sec": self._examples / seconds},
-                 trainer.global_step - 1)
+                 trainer.global_step - 1, csv=False)
             self._restart()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
