@@ -426,8 +426,10 @@ def test_datamodule_info_before_setup_and_loaders(offline):
     dm.setup("fit")
     train = dm.train_dataloader()
     assert len(train) == 1437 // 100
-    first, second = next(iter(train))[1], next(iter(train))[1]
-    assert not torch.equal(first, second)  # shuffled
+    epoch_1 = torch.cat([y for _, y in train])  # a whole epoch, then the next one
+    epoch_2 = torch.cat([y for _, y in train])
+    assert not torch.equal(epoch_1, dm.train.tensors[1][:len(epoch_1)])  # shuffled
+    assert not torch.equal(epoch_1, epoch_2)  # each epoch in another order
     val = dm.val_dataloader()
     assert len(val) == 3 and sum(len(b[0]) for b in val) == 180
     assert torch.equal(torch.cat([y for _, y in val]), dm.val.tensors[1])  # in order
