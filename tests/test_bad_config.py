@@ -167,6 +167,8 @@ ROWS = [
     cmd("train", "from_ckpt={run}", "data.batch_size=0", needle="data.batch_size"),
     cmd("train", "from_ckpt={run}", "optim.lrr=1", needle="optim.lrr"),
     cmd("train", "from_ckpt={tmp}/nothing", needle="not found"),
+    cmd("train", "-m", "from_ckpt={run}", "trainer.max_steps=abc", "hydra.sweep.dir={tmp}/sw",
+        needle="trainer.max_steps"),
     # ---- sweeps and Slurm -----------------------------------------------------------------------
     cmd("train", "-m", "hydra/launcher=slurm", "trainer.max_steps=2", needle="srun", fast=True,
         skip="srun is installed" if SRUN else ""),
@@ -265,9 +267,10 @@ def if_run(tmp_path_factory):
     return run
 
 
-def check(row: Row, request, tmp_path, capsys) -> None:
+def check(row: Row, request, tmp_path, capsys, monkeypatch) -> None:
     if row.skip:
         pytest.skip(row.skip)
+    monkeypatch.chdir(tmp_path)  # whatever a command writes by default stays in tmp_path
     text = " ".join(row.args)
     values = {"tmp": str(tmp_path)}
     if "{run}" in text:
@@ -276,7 +279,11 @@ def check(row: Row, request, tmp_path, capsys) -> None:
         values["if_run"] = str(request.getfixturevalue("if_run"))
     args = [a.format(**values) if "{" in a and "_target_" not in a else a for a in row.args]
     capsys.readouterr()
-    assert main(args) == 2
+    try:
+        rc = main(args)
+    except SystemExit as e:  # a job inside Hydra's multirun exits the process
+        rc = e.code
+    assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bayesgen: error:"), err
     assert len(err.splitlines()) == 1, err
@@ -286,15 +293,15 @@ def check(row: Row, request, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("row", FAST, ids=lambda r: r.id)
-def test_bad_config(row: Row, request, tmp_path, capsys, one_thread):
-    check(row, request, tmp_path, capsys)
+def test_bad_config(row: Row, request, tmp_path, capsys, monkeypatch, one_thread):
+    check(row, request, tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
-def test_bad_config_full_table(row: Row, request, tmp_path, capsys, one_thread):
-    check(row, request, tmp_path, capsys)
+def test_bad_config_full_table(row: Row, request, tmp_path, capsys, monkeypatch, one_thread):
+    check(row, request, tmp_path, capsys, monkeypatch)
 
 
 def test_table_size():

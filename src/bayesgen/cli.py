@@ -151,7 +151,14 @@ def _hydra_train(args: list[str]) -> int:
 
         sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
         if resume:  # the saved configuration with this job's overrides
-            validate_config(cfg, overrides)
+            try:
+                validate_config(cfg, overrides)
+            except ValueError as e:
+                if multirun:  # one line and exit status 2, not Hydra's banner and traceback
+                    print(f"bayesgen: error: {_one_line(e)}", file=sys.stderr)
+                    raise SystemExit(2) from None
+                failed.append(e)  # raised below, past Hydra's "Error executing job" banner
+                return
         hydra_cfg = HydraConfig.get()
         out = Path(hydra_cfg.runtime.output_dir)
         if not (multirun or hydra_cfg.job.chdir) and out.is_relative_to(Path.cwd()):
