@@ -304,10 +304,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
 # ---- configuration saved in a checkpoint ----------------------------------------------------
 def trusted_targets() -> frozenset[str]:
     """The ``_target_`` values a configuration read from a file may use: bayesgen's methods
-    (and their named constructors), networks, data module, and the DDP/FSDP strategies."""
+    (and their named constructors), networks, data module, EDM augmentation pipeline, and the
+    DDP/FSDP strategies."""
     from bayesgen import methods, nets
 
     names = {"bayesgen.data.DataModule", "bayesgen.data.datamodule.DataModule",
+             "bayesgen.training.augment.AugmentPipe",
              "lightning.pytorch.strategies.DDPStrategy",
              "lightning.pytorch.strategies.FSDPStrategy",
              "torch.distributed.fsdp.wrap.size_based_auto_wrap_policy"}
