@@ -462,13 +462,13 @@ def _survives(run: Path, reference: str, faulted: subprocess.CompletedProcess,
               code: int) -> None:
     """The faulted process ended with ``code``; every checkpoint it left loads; resuming (the
     same command) ends with the uninterrupted run's metrics.csv and no temporary files."""
-    assert faulted.returncode == code, faulted.stdout[-2000:] + faulted.stderr[-2000:]
     saved = _all_checkpoints_load(run)
     resumed = _train(run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert ("resuming from" in resumed.stdout) == bool(saved)
     assert (run / "logs/metrics.csv").read_text() == reference
     assert (run / "metrics.json").is_file() and not _temps(run)
+    assert ("resuming from" in resumed.stdout) == bool(saved)
+    assert faulted.returncode == code, faulted.stdout[-2000:] + faulted.stderr[-2000:]
 
 
 def test_kill_9_mid_step_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
@@ -547,12 +547,12 @@ def test_signals_stop_between_steps_and_lose_nothing(fault, code, reference, tmp
     uninterrupted one either way."""
     run = tmp_path / "run"
     faulted = _train(run, fault)
+    _survives(run, reference, faulted, code)
     at = int(fault.split(":")[1].split("x")[0])
     if "x2" not in fault:
         assert f"stopped after step {at + (fault.split('@')[1][:4] == 'step')}" in faulted.stdout
     else:
         assert "stopped at once" in faulted.stdout
-    _survives(run, reference, faulted, code)
 
 
 @pytest.mark.slow
