@@ -463,13 +463,13 @@ def _survives(run: Path, reference: str, faulted: subprocess.CompletedProcess,
               code: int) -> None:
     """The faulted process ended with ``code``; every checkpoint it left loads; resuming (the
     same command) ends with the uninterrupted run's metrics.csv and no temporary files."""
-    assert faulted.returncode == code, faulted.stdout[-2000:] + faulted.stderr[-2000:]
     saved = _all_checkpoints_load(run)
     resumed = _train(run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert ("resuming from" in resumed.stdout) == bool(saved)
     assert (run / "logs/metrics.csv").read_text() == reference
     assert (run / "metrics.json").is_file() and not _temps(run)
+    assert ("resuming from" in resumed.stdout) == bool(saved)
+    assert faulted.returncode == code, faulted.stdout[-2000:] + faulted.stderr[-2000:]
 
 
 def test_kill_9_mid_step_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
@@ -548,12 +548,12 @@ def test_signals_stop_between_steps_and_lose_nothing(fault, code, reference, tmp
     uninterrupted one either way."""
     run = tmp_path / "run"
     faulted = _train(run, fault)
+    _survives(run, reference, faulted, code)
     at = int(fault.split(":")[1].split("x")[0])
     if "x2" not in fault:
         assert f"stopped after step {at + (fault.split('@')[1][:4] == 'step')}" in faulted.stdout
     else:
         assert "stopped at once" in faulted.stdout
-    _survives(run, reference, faulted, code)
 
 
 @pytest.mark.slow
@@ -593,6 +593,28 @@ def test_a_full_tmpfs_run_directory(tmp_path):
         capture_output=True, text=True, env=_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_checkpoint(moved / "checkpoints/last.ckpt")["global_step"] == 30
+
+
+def test_every_shipped_target_is_trusted():
+    import re
+
+    from bayesgen.training.checkpoint import trusted_targets
+
+    shipped = {m.group(1) for p in (ROOT / "src/bayesgen/conf").rglob("*.yaml")
+               for m in re.finditer(r"_target_:\s*([\w.]+)", p.read_text())}
+    assert len(shipped) > 15 and shipped <= trusted_targets()
+    assert not {"os.system", "logging.basicConfig", "builtins.exec"} & trusted_targets()
+
+
+def test_the_training_order_resumes_mid_epoch():
+    from bayesgen.data.sampler import ResumableRandomSampler
+
+    a = ResumableRandomSampler(10, seed=3)
+    first, second = list(a), list(a)  # two passes: two orders (no set_epoch needed)
+    assert sorted(first) == list(range(10)) and first != second
+    b = ResumableRandomSampler(10, seed=3)
+    b.resume(epoch=1, skip=4)
+    assert list(b) == second[4:] and list(b) != second
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

@@ -16,8 +16,9 @@ from torch.utils.data import Sampler
 
 
 class ResumableRandomSampler(Sampler[int]):
-    """Indices ``0..n-1`` in a fresh order every epoch; ``set_epoch`` (Lightning calls it) or
-    the end of an iteration moves to the next epoch. ``epoch_in_progress`` is the epoch of the
+    """Indices ``0..n-1`` in a fresh order every epoch. Lightning calls ``set_epoch`` before
+    each epoch; an iteration started without one (plain PyTorch loops) takes the next epoch's
+    order, as ``RandomSampler`` draws a new one. ``epoch_in_progress`` is the epoch of the
     iteration started last, which the training state records."""
 
     def __init__(self, n: int, seed: int):
@@ -25,25 +26,26 @@ class ResumableRandomSampler(Sampler[int]):
         self.epoch = 0
         self.epoch_in_progress = 0
         self._skip = 0
+        self._fresh = True  # the epoch was set and no iteration has used it yet
 
     def __len__(self) -> int:
         return self.n
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch, self._fresh = int(epoch), True
 
     def resume(self, epoch: int, skip: int) -> None:
         """The next iteration is epoch ``epoch`` without its first ``skip`` indices."""
-        self.epoch, self._skip = int(epoch), int(skip)
+        self.epoch, self._skip, self._fresh = int(epoch), int(skip), True
 
     def permutation(self, epoch: int) -> torch.Tensor:
         seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
 
     def __iter__(self) -> Iterator[int]:
-        epoch, skip = self.epoch, self._skip
-        self._skip = 0
-        self.epoch_in_progress = epoch
-        yield from self.permutation(epoch)[skip:].tolist()
-        if self.epoch == epoch:  # nobody called set_epoch meanwhile: the next iteration is new
-            self.epoch = epoch + 1
+        if not self._fresh:
+            self.epoch += 1
+        self._fresh = False
+        skip, self._skip = self._skip, 0
+        self.epoch_in_progress = self.epoch
+        return iter(self.permutation(self.epoch)[skip:].tolist())
