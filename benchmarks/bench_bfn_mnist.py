@@ -85,7 +85,8 @@ def side_by_side(args) -> int:
             run.mkdir(parents=True, exist_ok=True)
             train = ["train", *SIDE_BY_SIDE, *NETS[name], f"data.batch_size={args.batch_size}",
                      f"optim.lr={args.lr}", f"seed={args.seed}", f"trainer.max_steps={budget}",
-                     f"checkpoint.every_n_train_steps={steps[0]}", f"run_dir={run}"]
+                     f"checkpoint.every_n_train_steps={args.checkpoint_every or steps[0]}",
+                     f"run_dir={run}"]
             out = run / f"evaluate_784_step{budget}.json"
             evaluate = ["evaluate", f"ckpt={run}", "n_steps=784", "receiver=per_coordinate",
                         f"repeats={args.repeats}",
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side-by-side", action="store_true",
                         help="official vs small net at equal steps (see the module docstring)")
     parser.add_argument("--steps", default="300,1500", help="side-by-side: step budgets")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="side-by-side: checkpoint interval in steps (default: the first "
+                        "budget); smaller keeps a slow run resumable after an interruption")
     parser.add_argument("--nets", default="small,official",
                         help="side-by-side: nets to train, in this order")
     args = parser.parse_args(argv)

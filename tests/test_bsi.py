@@ -165,6 +165,24 @@ def test_train_loss_by_hand_with_constant_model():
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.parametrize("cap", [0.5, 40.0])
+def test_train_loss_weight_cap_by_hand(cap):
+    """w(λ) = λ·c/(λ + c): below the ELBO's λ, and ≈ λ where λ ≪ c, ≈ c where λ ≫ c."""
+    kw = dict(data_shape=(2,), preconditioning=None, lambda_0=0.01, alpha_M=1e3)
+    elbo = BSI(lambda mu, t: torch.zeros_like(mu), **kw)
+    capped = BSI(lambda mu, t: torch.zeros_like(mu), weight_cap=cap, **kw)
+    x = torch.tensor([[1.0, 3.0]] * 64, dtype=torch.float64)
+    t = elbo.sample_t(1, 64, x, torch.Generator().manual_seed(0))[0]
+    lam = elbo.icdf(t)
+    a = elbo.train_loss(x, generator=torch.Generator().manual_seed(0))
+    b = capped.train_loss(x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b, (lam * cap / (lam + cap)) * elbo.L * (1.0 + 9.0) / 2)
+    torch.testing.assert_close(b / a, cap / (lam + cap))
+    assert (b < a).all() and b.max() < cap * elbo.L * 5
+    with pytest.raises(ValueError, match="weight_cap"):
+        BSI(lambda mu, t: mu, data_shape=(2,), weight_cap=0.0)
+
+
 def test_low_discrepancy_t_is_stratified():
     bsi = BSI(lambda mu, t: mu, data_shape=(1,))
     x = torch.zeros(64, 1)

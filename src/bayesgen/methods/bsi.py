@@ -87,12 +87,15 @@ class BSI(nn.Module):
         discretization: Discretization | None = None,
         low_discrepancy_sampling: bool = True,
         schedule: Schedule = "linear",
+        weight_cap: float | None = None,
     ):
         super().__init__()
         if preconditioning not in ("edm", None):
             raise ValueError(f"preconditioning must be 'edm' or None, got {preconditioning!r}")
         if lambda_0 <= 0 or alpha_M <= 0 or (alpha_R is not None and alpha_R <= 0):
             raise ValueError("lambda_0, alpha_M and alpha_R must be positive precisions")
+        if weight_cap is not None and not weight_cap > 0:
+            raise ValueError(f"weight_cap must be a positive precision or None, got {weight_cap}")
         if int(k) < 1:
             raise ValueError(f"k must be a positive number of steps, got {k}")
         self.model = model
@@ -106,6 +109,7 @@ class BSI(nn.Module):
         self.discretization = discretization
         self.low_discrepancy_sampling = low_discrepancy_sampling
         self.schedule = schedule
+        self.weight_cap = None if weight_cap is None else float(weight_cap)
         self.L = math.log(self.lambda_M) - math.log(self.lambda_0)
 
     @property
@@ -154,13 +158,19 @@ class BSI(nn.Module):
 
     # ---- losses -----------------------------------------------------------------------------
     def train_loss(self, x: Float[Tensor, " B *D"], generator=None, **model_kwargs) -> Tensor:
-        """Per-example loss λ·L·mean_d (x − x̂(μ, cdf λ))² with λ ~ p(λ) (1/p(λ) = λ·L)."""
+        """Per-example loss w(λ)·L·mean_d (x − x̂(μ, cdf λ))² with λ ~ p(λ) (1/p(λ) = λ·L).
+
+        w(λ) = λ is the paper's ELBO weighting (the infinite-step measurement loss L_M). With
+        ``weight_cap=c`` it is λ·c/(λ + c): the ELBO's weight below c, at most c above — the
+        sigmoid weighting of Kingma & Gao (2023, "Understanding Diffusion Objectives"), which
+        trades bits/dim for sample quality. Evaluation (``elbo``) is unaffected."""
         self._check_data(x)
         t = self.sample_t(1, x.shape[0], x, generator)[0]
         lam = self.icdf(t)
         mu = self.sample_belief(x, lam, generator)
         x_hat = self.predict(mu, t, **model_kwargs)
-        return lam * self.L * _sum_dims(torch.square(x - x_hat)) / self.data_dim
+        weight = lam if self.weight_cap is None else lam * self.weight_cap / (lam + self.weight_cap)
+        return weight * self.L * _sum_dims(torch.square(x - x_hat)) / self.data_dim
 
     def measurement_loss(self, x: Tensor, n_samples: int = 10, generator=None,
                          **model_kwargs) -> Float[Tensor, " n B"]:
