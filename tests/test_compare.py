@@ -112,6 +112,8 @@ def test_presets_load_and_budgets():
     for name in ("tiny", "digits", "mnist"):
         spec = load_preset(name)
         assert spec["methods"] and spec["budget"]
+    assert set(load_preset("digits")["methods"]) == {"bsi", "bfn", "vdm", "if"}
+    assert set(load_preset("mnist")["methods"]) == {"bfn", "bsi", "vdm"}
     assert budget_overrides({"steps": 7}) == ["trainer.max_steps=7"]
     assert budget_overrides({"seconds": 3725})[1] == "+trainer.max_time=00:01:02:05"
     with pytest.raises(ValueError, match="preset"):
@@ -133,7 +135,7 @@ def test_compare_tiny_preset_end_to_end(tmp_path, scorer, capsys):
     assert main(args) == 0
     root = tmp_path / "tiny"
     results = json.loads((root / "results.json").read_text())
-    assert set(results["runs"]) == {"bsi", "bfn"}
+    assert set(results["runs"]) == {"bsi", "bfn", "vdm"}
     for run in results["runs"].values():
         assert run["steps"] == 6 and run["test"]["bpd"] > 0 and run["step_seconds"] > 0
         assert run["quality"]["n"] == 8 and 0 <= run["quality"]["confident_share"] <= 1
@@ -170,7 +172,7 @@ def test_compare_wall_clock_budget(tmp_path, scorer):
 
 @pytest.mark.parametrize("args, message", [
     (["compare"], "preset"),
-    (["compare", "preset=tiny", "methods=vdm"], "not in the preset"),
+    (["compare", "preset=tiny", "methods=if"], "not in the preset"),
     (["compare", "preset=tiny", "steps=3", "seconds=3"], "not both"),
     (["compare", "preset=tiny", "colour=red"], "unknown option"),
 ])

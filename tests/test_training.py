@@ -138,3 +138,37 @@ def test_augmented_training_step_feeds_labels_to_the_net():
     task.log = lambda *a, **k: None
     task.training_step((torch.randn(4, 3, 8, 8), torch.full((4,), -1)), 0)
     assert seen["labels"].shape == (4, 2)
+
+
+def test_conditional_bpd_adds_the_label_bound():
+    """A class-conditional model with a uniform label prior: bits/dim of p(x) ≤ that of
+    p(x|y) + log2 K / D, reported beside the conditional number and used in the summary."""
+    import math
+    from types import SimpleNamespace
+
+    from bayesgen.compare import summary_lines
+    from bayesgen.training.outputs import evaluate_bpd
+
+    class Const(torch.nn.Module):
+        data_shape = (1, 8, 8)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def elbo(self, x, class_labels=None):
+            bpd = 1.5 + 0.01 * torch.arange(len(x), dtype=torch.float64)
+            return -bpd, bpd
+
+    def task(k):
+        return SimpleNamespace(method=Const(), num_labels=k,
+                               model_kwargs=lambda y, train: {"class_labels": y} if k else {})
+
+    loader = [(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))]
+    plain = evaluate_bpd(task(0), loader, progress=False)
+    cond = evaluate_bpd(task(10), loader, progress=False)
+    assert "bpd_marginal" not in plain and plain["bpd"] == pytest.approx(1.515)
+    assert cond["bpd"] == plain["bpd"] and cond["conditional"] is True
+    assert cond["bpd_marginal"] == pytest.approx(1.515 + math.log2(10) / 64)
+    lines = summary_lines(cond, None, {"per-pixel histogram": {"bpd": 2.43, "bpd_se": 0.01}})
+    assert f"{1.515 + math.log2(10) / 64:.3f} ± " in lines[2] and "p(x|y)'s 1.515" in lines[1]

@@ -68,6 +68,12 @@ def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1
         v = torch.cat(values) / dim
         v_se = (v.std() / math.sqrt(n)).item() if n > 1 else float("nan")
         metrics |= {f"{name}_nats_per_dim": v.mean().item(), f"{name}_nats_per_dim_se": v_se}
+    if getattr(task, "num_labels", 0):
+        # A class-conditional model with the uniform label prior p(y) = 1/K models
+        # p(x) = Σ_y p(y)·p(x|y) ≥ p(y)·p(x|y): −log2 p(x) ≤ −log2 p(x|y) + log2 K per example.
+        metrics |= {"conditional": True, "label_prior": "uniform", "num_labels": task.num_labels,
+                    "bpd_marginal": metrics["bpd"] + math.log2(task.num_labels) / dim,
+                    "bpd_marginal_se": se}
     return metrics | {"n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
 
 
