@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from submitit.core.utils import DelayedSubmission
 from submitit.slurm.slurm import SlurmJob
 
-from bayesgen.cli import main, run_training
+from bayesgen.cli import main
+from bayesgen.training.fit import run_training
 from bayesgen.training.build import compose_config
 
 TINY = ["data=digits", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",

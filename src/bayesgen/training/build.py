@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+import bayesgen.conf  # noqa: F401  (registers the resolvers of the YAML files)
 from bayesgen.training.callbacks import BoundaryCheckpoint, ProgressBar
 from bayesgen.training.checkpoint import (
     CheckpointError,
