@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from bayesgen.cli import main
-from bayesgen.training.fit import run_training
 from bayesgen.training.build import compose_config
 from bayesgen.training.checkpoint import (
     TMP_MARK,
@@ -35,6 +34,7 @@ from bayesgen.training.checkpoint import (
     SafeCheckpointIO,
     read_checkpoint,
 )
+from bayesgen.training.fit import run_training
 from bayesgen.training.lock import RunDirBusyError, RunLock
 
 pytestmark = pytest.mark.faults

@@ -79,7 +79,7 @@ SIMULATE = Command(
         Option("score", choice("net", "discrete"), help="net (a checkpoint, the default) or "
                "discrete (exact denoiser of data=)"),
         Option("ckpt", PATH, help="run directory or .ckpt (score=net)"),
-        Option("sim", choice("all", "melt", "roundtrip", "gen"), help="which simulations "
+        Option("sim", choice("melt", "roundtrip", "gen", "all"), help="which simulations "
                "(default all)"),
         SPLIT, Option("n", POSITIVE_INT, help="points (default 2000; images 256)"),
         Option("seed", INT, help="random seed (default 0)"),

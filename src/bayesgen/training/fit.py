@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
 from bayesgen.training.build import resolve_device
 
 # what a start that failed before training leaves in a new run directory (nothing of value)
@@ -46,6 +48,16 @@ def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None
         if fresh and not started and is_primary_process():
             _remove_failed_start(run_dir)
         raise
+
+
+class _MarkStarted(Callback):
+    """Records that training began: the data were found, set up and validated."""
+
+    def __init__(self, started: list[bool]):
+        self.started = started
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started.append(True)
 
 
 def _is_new(run_dir: Path) -> bool:
@@ -116,14 +128,12 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None,
     last = run_dir / "checkpoints" / "last.ckpt"
     stop = GracefulStop(last, say=_say_now)
     trainer = build_trainer(cfg, run_dir, callbacks=[ExactResume(), stop, SaveLastCheckpoint(last),
-                                                     *(callbacks or [])])
+                                                     _MarkStarted(started), *(callbacks or [])])
     _say(f"training {cfg.name}: {sum(p.numel() for p in task.parameters()):,} parameters, "
          f"{cfg.trainer.max_steps} steps -> {run_dir}")
-    if cfg.get("compile") and trainer.strategy.root_device.type == "cpu":
-        _say("warning: compile=true on a CPU: torch.compile takes minutes before the first "
-             "step (set compile=false for short CPU runs)")
+    if (warning := compile_warning(cfg, trainer.strategy.root_device)) is not None:
+        _say(warning)
     start = time.time()
-    started.append(True)
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
     except SystemExit:  # Lightning exits after a KeyboardInterrupt (GracefulStop's included)
@@ -150,6 +160,16 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None,
     _write_outputs(cfg, task, dm, run_dir, trainer.global_step, round(train_time, 1),
                    trainer.strategy.root_device)
     return run_dir
+
+
+def compile_warning(cfg, device) -> str | None:
+    """The warning for ``compile=true`` on a CPU, where compiling takes minutes."""
+    import torch
+
+    if cfg.get("compile") and torch.device(device).type == "cpu":
+        return ("warning: compile=true on a CPU: torch.compile takes minutes before the first "
+                "step (set compile=false for short CPU runs)")
+    return None
 
 
 def _finished_run(cfg, run_dir: Path, resume: Path, step: int) -> Path:
