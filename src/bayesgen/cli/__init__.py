@@ -99,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print(usage(), file=sys.stderr)
         return 2
+    if argv[0] == "help":  # bayesgen help [COMMAND]
+        argv = [argv[1], "--help"] if len(argv) > 1 else ["--help"]
     if argv[0] in ("-h", "--help"):
         print(usage())
         return 0
-    if argv[0] == "help":  # bayesgen help [COMMAND]
-        argv = [argv[1], "--help"] if len(argv) > 1 else ["--help"]
-        return main(argv)
     name, args = argv[0], argv[1:]
     if name not in COMMANDS:
         hint = suggest(name, COMMANDS).replace("=?", "?").replace("valid options", "commands")
@@ -118,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bayesgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (| head)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except Exception as e:  # noqa: BLE001 - turned into one line for the user
         if os.environ.get("BAYESGEN_DEBUG") or not _is_user_error(e):
             raise
