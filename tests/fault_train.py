@@ -44,8 +44,8 @@ class Fault(Callback):
 
 def main() -> int:
     from bayesgen.cli import main as cli_main
-    from bayesgen.cli import run_training
     from bayesgen.training.build import compose_config
+    from bayesgen.training.fit import run_training
 
     fault, overrides = sys.argv[1], sys.argv[2:]
     if fault == "none":

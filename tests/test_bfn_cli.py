@@ -68,7 +68,7 @@ def test_continuous_digits(tmp_path, capsys):
     assert main(["evaluate", f"ckpt={tmp_path / 'run'}", "receiver=joint"]) != 0
     assert "discrete BFN only" in capsys.readouterr().err
     assert main(["evaluate", f"ckpt={tmp_path / 'run'}", "receiver=both"]) != 0
-    assert "per_coordinate' or 'joint" in capsys.readouterr().err
+    assert "choose one of per_coordinate, joint" in capsys.readouterr().err
 
 
 def test_discretized_digits_17_bins(tmp_path):

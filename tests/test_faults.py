@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from bayesgen.cli import main, run_training
+from bayesgen.cli import main
 from bayesgen.training.build import compose_config
 from bayesgen.training.checkpoint import (
     TMP_MARK,
@@ -34,6 +34,7 @@ from bayesgen.training.checkpoint import (
     SafeCheckpointIO,
     read_checkpoint,
 )
+from bayesgen.training.fit import run_training
 from bayesgen.training.lock import RunDirBusyError, RunLock
 
 pytestmark = pytest.mark.faults

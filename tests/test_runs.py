@@ -219,7 +219,7 @@ def test_hydra_run_dir_chdir_and_no_logger(tmp_path, monkeypatch):
     cwd = os.getcwd()
     assert main(["train", *SHORT, "hydra.job.chdir=true", "hydra.run.dir=out/${name}",
                  "logger=none"]) == 0
-    run = tmp_path / "out" / "moons-bsi"
+    run = tmp_path / "out" / "moons-bsi-mlp"  # <data>-<method>-<net> without an experiment
     assert os.getcwd() == cwd  # Hydra went back
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json",
                  "checkpoints/last.ckpt", "config.yaml", "samples.png"):

@@ -13,8 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from submitit.core.utils import DelayedSubmission
 from submitit.slurm.slurm import SlurmJob
 
-from bayesgen.cli import main, run_training
+from bayesgen.cli import main
 from bayesgen.training.build import compose_config
+from bayesgen.training.fit import run_training
 
 TINY = ["data=digits", "net.hidden=32", "net.depth=1", "trainer.max_steps=6",
         "trainer.val_check_interval=1000", "checkpoint.every_n_train_steps=3",

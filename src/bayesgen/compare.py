@@ -298,21 +298,21 @@ def _one_run(spec: dict, label: str, cfg, run_dir: Path, extra: list[str], score
              report_only: bool, say: Callable[[str], None]) -> dict:
     """Train one method unless finished, then sample, time and score it (cached in
     ``compare.json``, valid while the run's overrides stay the same)."""
-    from bayesgen.cli import UsageError, run_training
     from bayesgen.training.build import build_datamodule, load_checkpoint
+    from bayesgen.training.fit import run_training
     from bayesgen.training.outputs import sample_labels
 
     overrides = run_overrides(spec, label, extra)
     stamp = run_dir / "compare_overrides.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != overrides:
-        raise UsageError(f"{run_dir} was trained with other overrides; delete it or pass "
+        raise ValueError(f"{run_dir} was trained with other overrides; delete it or pass "
                          "name=… to compare into a new folder")
     result_file = run_dir / RESULT_FILE
     if result_file.is_file():
         say(f"[{label}] finished earlier: {result_file}")
         return json.loads(result_file.read_text())
     if report_only:
-        raise UsageError(f"report_only=true but run {label} has not finished ({run_dir})")
+        raise ValueError(f"report_only=true but run {label} has not finished ({run_dir})")
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(overrides) + "\n")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -557,47 +557,3 @@ def _html(root: Path, table: dict, rows: list[list[str]], plot: Path | None,
     parts += ["<h2>Reproduce</h2>", f"<pre>{esc(chr(10).join(_commands(table)))}</pre>",
               "</body></html>"]
     return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------- CLI
-def cmd_compare(args: list[str]) -> int:
-    """bayesgen compare preset=NAME|config=FILE.yaml [options] [overrides for every run]
-
-Train several methods on the same data, network, optimizer, batch, EMA and budget, one after
-the other, then write <out>/<name>/report.md and report.html (table of test bits/dim,
-classifier FD, confident share, training and sampling speed; baselines; validation curves;
-sample grids; the commands). Re-running skips finished runs and resumes interrupted ones.
-  preset=digits|mnist|tiny   a preset in bayesgen/conf/compare/ (or config=FILE.yaml)
-  methods=bsi,bfn            only these methods of the preset
-  steps=N | seconds=S        replace the preset's budget (steps, or wall clock per method)
-  samples=N                  samples for the quality score and samples/s
-  name=NAME, out=compare     the report goes to <out>/<name>/
-  report_only=true           rewrite the report from finished runs, train nothing
-  key.sub=value, +key=value  Hydra overrides for every run, e.g. trainer.val_check_interval=500"""
-    from bayesgen.cli import UsageError, _bool, parse_args
-
-    options = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]
-               and not a.startswith(("+", "~"))]
-    overrides = [a for a in args if a not in options]
-    opts = parse_args(options, {"preset": str, "config": str, "methods": str, "steps": int,
-                                "seconds": int, "samples": int, "name": str, "out": str,
-                                "report_only": _bool})
-    if "steps" in opts and "seconds" in opts:
-        raise UsageError("give steps= or seconds=, not both")
-    for key in ("steps", "seconds", "samples"):
-        if key in opts and opts[key] <= 0:
-            raise UsageError(f"{key} must be positive")
-    spec = load_preset(opts.get("preset"), opts.get("config"))
-    if "steps" in opts:
-        spec["budget"] = {"steps": opts["steps"]}
-    if "seconds" in opts:
-        spec["budget"] = {"seconds": opts["seconds"]}
-    if "name" in opts:
-        spec["name"] = opts["name"]
-    methods = opts["methods"].split(",") if "methods" in opts else None
-    compare(spec, opts.get("out", "compare"), methods, overrides, opts.get("samples"),
-            opts.get("report_only", False))
-    return 0
-
-
-COMMANDS = {"compare": cmd_compare}

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+import bayesgen.conf  # noqa: F401  (registers the resolvers of the YAML files)
 from bayesgen.training.callbacks import BoundaryCheckpoint, ProgressBar
 from bayesgen.training.checkpoint import (
     CheckpointError,
@@ -159,6 +160,25 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
                      plugins=[SafeCheckpointIO()], enable_model_summary=False)
 
 
+def resolve_device(name: str | None = None) -> torch.device:
+    """The device named by ``device=`` (checked to exist here), else cuda when there is one."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a device; use device=cpu or device=cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but this machine has no CUDA GPU "
+                          "(torch.cuda.is_available() is False); use device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA "
+                          "GPU(s); use device=cuda:0")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name} is not supported here; use device=cpu or device=cuda")
+    return device
+
+
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
     """Periodic checkpoints (``step<N>.ckpt`` every ``checkpoint.every_n_train_steps``, the
     newest ``checkpoint.keep_last`` kept, null: all) with ``last.ckpt``, and the
@@ -189,9 +209,10 @@ def is_sharded(strategy) -> bool:
     return isinstance(strategy, FSDPStrategy)
 
 
-def find_checkpoint(path: str | Path) -> Path:
+def find_checkpoint(path: str | Path, option: str = "ckpt") -> Path:
     """A ``.ckpt`` file, or a run directory (→ its ``checkpoints/last.ckpt``, or the newest
-    checkpoint that loads when there is none)."""
+    checkpoint that loads when there is none); ``option`` is the name the user gave it by, for
+    the error message."""
     path = Path(path)
     if path.is_dir():
         last = path / "checkpoints" / "last.ckpt"
@@ -199,7 +220,7 @@ def find_checkpoint(path: str | Path) -> Path:
             return found[0]
         path = last
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} not found; pass ckpt=<run dir or .ckpt file>")
+        raise ConfigError(f"checkpoint {path} not found; pass {option}=<run dir or .ckpt file>")
     return path
 
 

@@ -214,3 +214,12 @@ class ProgressBar(RichProgressBar):
         trainer = self.trainer
         total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
         return f"step {trainer.global_step}{total} (epoch {current_epoch})"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
+                           batch, batch_idx: int) -> None:
+        """Lightning sets the label once per epoch; a run shorter than its epoch would show
+        ``step 0/N`` throughout, so the label follows every step."""
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id,
+                                 description=self._get_train_description(trainer.current_epoch))

@@ -98,7 +98,10 @@ def write_json(data: dict, path: str | Path) -> Path:
 
 
 def sample_labels(task, n: int, label: int | None = None) -> dict[str, Tensor]:
-    """Class labels for conditional sampling: one class per grid row, or ``label`` for all."""
+    """Class labels for conditional sampling: one class per grid row, or ``label`` for all
+    (refused, not ignored, by a model without classes or outside its classes)."""
+    if label is not None:
+        check_label(task.num_labels, label)
     if not task.num_labels:
         return {}
     device = next(task.method.parameters()).device
@@ -107,6 +110,16 @@ def sample_labels(task, n: int, label: int | None = None) -> dict[str, Tensor]:
     else:
         labels = torch.arange(n, device=device) % task.num_labels
     return {"class_labels": labels}
+
+
+def check_label(num_labels: int, label: int) -> None:
+    """A ValueError naming the fix unless ``label`` is a class of a model with ``num_labels``."""
+    if not num_labels:
+        raise ValueError(f"label={label} needs a class-conditional model (trained with "
+                         "conditional.enabled=true); this one has no classes, drop label=")
+    if not 0 <= label < num_labels:
+        raise ValueError(f"label={label} is not a class of this model; it has {num_labels} "
+                         f"classes: label=0 … {num_labels - 1}")
 
 
 def write_samples(method: nn.Module, info, out_dir: str | Path, n: int = 64,

@@ -1,4 +1,5 @@
-"""Inflationary Flows commands: the equivalents of the reference scripts (spec/inflationary.md).
+"""Inflationary Flows tools: the equivalents of the reference scripts (dannyfa/Inflationary_Flows),
+behind ``bayesgen encode|simulate|roundtrip-mse|coverage|residuals`` (bayesgen.cli.inflationary).
 
 reference script (dannyfa/Inflationary_Flows)        bayesgen
 toy_train.py, train.py                               bayesgen train experiment=<data>-if-prp…
@@ -25,58 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bayesgen.cli import UsageError, _check_label, _device, _positive_int, parse_args
+from bayesgen.training.build import resolve_device as _device
+from bayesgen.training.outputs import check_label
 
 SOLVERS = ("euler", "heun", "adaptive")
 SIMS = ("melt", "roundtrip", "gen")
 
 
-# ---- argument helpers -------------------------------------------------------------------------
-def _choice(*options: str) -> Callable[[str], str]:
-    def convert(value: str) -> str:
-        if value not in options:
-            raise ValueError(f"choose one of {', '.join(options)}")
-        return value
-    return convert
-
-
-def _positive_float(value: str) -> float:
-    v = float(value)
-    if not v > 0:
-        raise ValueError("must be positive")
-    return v
-
-
-def _grid_points(value: str) -> int:
-    n = int(value)
-    if n < 2:
-        raise ValueError("a time grid needs at least 2 points")
-    return n
-
-
-def _positive_floats(value: str) -> list[float]:
-    values = [_positive_float(v) for v in value.split(",") if v.strip()]
-    if not values:
-        raise ValueError("give comma-separated positive numbers, e.g. 1,2,3")
-    return values
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("use true or false")
-
-
-SOLVE_OPTIONS: dict[str, Callable] = {
-    "solver": _choice(*SOLVERS), "steps": _grid_points, "h": _positive_float,
-    "rtol": _positive_float, "atol": _positive_float,
-}
-RUN_OPTIONS: dict[str, Callable] = {
-    "ckpt": str, "split": _choice("train", "val", "test"), "seed": int, "device": str,
-    "dtype": _choice("float32", "float64"), "name": str,
-}
+def _given(options: dict) -> dict:
+    """The options given (None means: not given, the tool's default)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -119,10 +78,10 @@ def _load_net(opts: dict) -> Loaded:
     from bayesgen.training.build import build_datamodule, load_checkpoint
 
     if "ckpt" not in opts:
-        raise UsageError("missing required option ckpt=<run dir or .ckpt> (or score=discrete)")
+        raise ValueError("missing required option ckpt=<run dir or .ckpt> (or score=discrete)")
     cfg, task, path = load_checkpoint(opts["ckpt"])
     if not isinstance(task.method, InflationaryFlow):
-        raise UsageError(f"{path} holds a {type(task.method).__name__} model, not an "
+        raise ValueError(f"{path} holds a {type(task.method).__name__} model, not an "
                          "Inflationary Flow (train one with experiment=<data>-if-prp)")
     task.to(_device(opts.get("device")))
     if opts.get("dtype") == "float64":
@@ -140,7 +99,7 @@ def _load_discrete(opts: dict) -> tuple[Loaded, Any, Any, str]:
     from bayesgen.methods.inflationary import DiscreteScoreDenoiser, InflationaryFlow
 
     if "data" not in opts:
-        raise UsageError("score=discrete needs data=<data set name> (e.g. data=circles)")
+        raise ValueError("score=discrete needs data=<data set name> (e.g. data=circles)")
     dm = DataModule(opts["data"], root=opts.get("root"), batch_size=1)
     info = dm.info
     split = opts.get("split", "train")
@@ -169,7 +128,7 @@ def _split_dataset(dm, split: str | None):
         split = "test" if dm.test is not None and len(dm.test) else "train"
     ds = sets[split]
     if ds is None or len(ds) == 0:
-        raise UsageError(f"the {split} split of this data set is empty; pass split=train or val")
+        raise ValueError(f"the {split} split of this data set is empty; pass split=train or val")
     return ds, split
 
 
@@ -182,7 +141,7 @@ def _take(dm, split: str | None, n: int | None, seed: int = 0, shuffle: bool = T
     total = len(ds)
     n = total if n is None else n
     if n > total:
-        raise UsageError(f"n={n} exceeds the {total} examples of the split")
+        raise ValueError(f"n={n} exceeds the {total} examples of the split")
     if shuffle:
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
     else:
@@ -206,7 +165,7 @@ def _grid(loaded: Loaded, opts: dict):
         return t0 + torch.linspace(0.0, n * h, n, dtype=torch.float64)
     n = opts.get("steps", 256)
     if n < 2:
-        raise UsageError("steps must be at least 2 (grid points)")
+        raise ValueError("steps must be at least 2 (grid points)")
     return torch.linspace(t0, flow.t_max, n, dtype=torch.float64)
 
 
@@ -282,22 +241,11 @@ def _schedule_params(flow) -> dict:
 
 
 # ---- encode -----------------------------------------------------------------------------------
-def cmd_encode(args: list[str]) -> int:
-    """bayesgen encode ckpt=RUN [options]
-
-Inflate data to its latents z (the pfODE state at t_max, scaled eigenbasis coordinates:
-≈ N(0, A0²) in the kept dims, ≈ 0 in the compressed ones) and save them as .npz
-(z, labels, indices into the split, times, nfe).
-  split=test|val|train (default test, train when there is no test split), n=N (default all),
-  seed=0 (random subset when n is given), batch_size=N, out=FILE.npz (default
-  RUN/latents_<split>.npz), device=cpu|cuda, dtype=float32|float64
-  solver=euler|heun|adaptive (default euler for flat data, heun for images), steps=N (grid
-  points), h=STEP (toys: grid linspace(t_start, t_start + steps·h, steps), default 1e-2),
-  rtol=1e-5, atol=1e-5 (adaptive)"""
+def encode(**options: Any) -> int:
+    """Inflate data to latents z and save them as .npz (see ``bayesgen encode --help``)."""
     import numpy as np
 
-    opts = parse_args(args, {**RUN_OPTIONS, **SOLVE_OPTIONS, "n": _positive_int,
-                             "batch_size": _positive_int, "out": str}, required=["ckpt"])
+    opts = _given(options)
     loaded = _load_net(opts)
     flow = loaded.flow
     n = opts.get("n")
@@ -387,59 +335,40 @@ def _record(flow, res, save_every: int, **model_kwargs) -> tuple[dict, int]:
     return arrays, len(idx)
 
 
-def cmd_simulate(args: list[str]) -> int:
-    """bayesgen simulate [score=net] ckpt=RUN | score=discrete data=NAME [options]
-
-Integrate the pfODE for a batch and save the trajectories (toy_pfODE_int.py / pfODE_int.py):
-  sim=melt|roundtrip|gen|all (default all): inflation of data, generation started from the
-  melt's end (roundtrip), generation from latents z ~ N(0, diag(A0², eps…)).
-Writes OUT/{data}_{PRP|PRRto{k}D}_{net|discrete}_{sim}_results.npz (time-major (T, B, …)
-arrays at every save_every-th time: xs_es / xs (scaled state, eigenbasis / W·x in the data
-layout), tilde_xs_es / tilde_xs (unscaled state x/s; tilde_xs in data coordinates, mean
-added), dxs_dt_es / dxs_dt (velocity dx/dt), net_outs_es / net_outs (denoiser output D(x̃, t),
-data coordinates; the reference's gt_netout), unscaled_scores_es / unscaled_scores
-(C⁻¹(D − x̃)), times, nfe) and …_sim_params.json (all parameters, NFE and seconds per
-simulation, roundtrip errors), plus pictures (2-D/3-D scatter and GIFs, image grids).
-  ckpt=RUN (score=net), split=test|val|train, n=2000 (toys; images: 256), seed=0,
-  eps=VAR (latent variance of compressed dims; default: the schedule's at t_max),
-  prev_melt=FILE.npz (roundtrip from a saved melt), save_every=10, pictures=true,
-  out=DIR (default RUN/simulations), name=DATA (file prefix), label=C (class of the generated
-  samples of a class-conditional model; default one class per sample in turn), device=,
-  dtype=float32|float64
-  solver=euler|heun|adaptive, steps=N (grid points), h=STEP, rtol=, atol= (see encode --help)
-score=discrete (no network: exact denoiser of the n points, PCA of the same points):
-  data=NAME [root=…] dims_to_keep=k rho=1 gamma0=5e-4 t_max=7.01 t_start=0 end_vars=1
-  inflation=orig|constant_inflation_gap inflation_gap=G g_rescaling=1"""
+def simulate(**options: Any) -> int:
+    """pfODE trajectories of melt, roundtrip and generation (see
+    ``bayesgen simulate --help``)."""
     import torch
 
-    opts = parse_args(args, {
-        **RUN_OPTIONS, **SOLVE_OPTIONS, "score": _choice("net", "discrete"),
-        "sim": _choice("melt", "roundtrip", "gen", "all"), "n": _positive_int,
-        "eps": _positive_float, "prev_melt": str, "save_every": _positive_int,
-        "pictures": _bool, "out": str, "data": str, "root": str,
-        "dims_to_keep": _positive_int, "rho": _positive_float, "gamma0": _positive_float,
-        "t_max": _positive_float, "t_start": float, "end_vars": _positive_float,
-        "inflation": _choice("orig", "constant_inflation_gap"), "inflation_gap": float,
-        "g_rescaling": _positive_float, "label": int})
+    opts = _given(options)
+    if "prev_melt" in opts:
+        ignored = [k for k in ("n", "split") if k in opts]
+        if ignored:
+            raise ValueError(f"{ignored[0]}= does not apply with prev_melt=: the roundtrip and "
+                             f"generation use the points saved in {opts['prev_melt']}; drop "
+                             f"{ignored[0]}=")
+        if opts.get("sim", "all") != "roundtrip":
+            raise ValueError("prev_melt= is the start of a roundtrip from a saved melt; add "
+                             "sim=roundtrip (the other simulations do not use it)")
     score = opts.get("score", "net")
     if score == "net":
         bad = [k for k in ("data", "root", "dims_to_keep", "rho", "gamma0", "t_max", "t_start",
                            "end_vars", "inflation", "inflation_gap", "g_rescaling") if k in opts]
         if bad:
-            raise UsageError(f"{bad[0]}= applies to score=discrete only (a network's schedule "
+            raise ValueError(f"{bad[0]}= applies to score=discrete only (a network's schedule "
                              "comes from its checkpoint)")
         loaded = _load_net(opts)
         if "label" in opts:
-            _check_label(loaded.task, opts["label"])
+            check_label(loaded.task.num_labels, opts["label"])
         n = opts.get("n", 256 if loaded.is_image else 2000)
         x, y, split = _take(loaded.dm, opts.get("split"), n, opts.get("seed", 0))
         dtype, device = _dtype_device(loaded)
         x = x.to(device=device, dtype=dtype)
     else:
         if "ckpt" in opts:
-            raise UsageError("score=discrete uses no network; drop ckpt=")
+            raise ValueError("score=discrete uses no network; drop ckpt=")
         if "label" in opts:
-            raise UsageError("label= needs a class-conditional network (score=net ckpt=RUN)")
+            raise ValueError("label= needs a class-conditional network (score=net ckpt=RUN)")
         loaded, x, y, split = _load_discrete(opts)
     flow = loaded.flow
     sims = SIMS if opts.get("sim", "all") == "all" else (opts["sim"],)
@@ -487,7 +416,7 @@ score=discrete (no network: exact denoiser of the n points, PCA of the same poin
             melt_end = torch.as_tensor(prev["xs_es"][-1]).to(x)
             x = torch.as_tensor(prev["tilde_xs"][0]).to(x)
             if melt_end.shape[0] != x.shape[0]:
-                raise UsageError("prev_melt: inconsistent arrays")
+                raise ValueError("prev_melt: inconsistent arrays")
             mk = {}
         res, results["roundtrip"] = run("roundtrip", melt_end, "gen", mk)
         record["roundtrip"] |= _roundtrip_errors(x, res.x, loaded.is_image)
@@ -573,24 +502,13 @@ def _pictures(loaded: Loaded, x, results: dict, out: Path, prefix: str) -> list[
 
 
 # ---- roundtrip-mse ----------------------------------------------------------------------------
-def cmd_roundtrip_mse(args: list[str]) -> int:
-    """bayesgen roundtrip-mse ckpt=RUN [options]
-
-Roundtrip error data -> latents -> data (calc_roundtrip_mse.py) over n examples drawn at random
-(seed) from the split, in batches. Images: MSE on the 0–255 scale of the PNG pixels
-(quantized, difference in float — the reference squares in uint8, d² mod 256), averaged
-over samples and dimensions; also unquantized. Toys/flat data: relative error
-‖x − x'‖/‖x‖ (mean, median, max) and the MSE. Writes a JSON of all parameters and results
-(OUT/{data}_{schedule}_roundtrip_mse.json) and prints the network evaluations.
-  n=10000 (images; flat data: 2000), batch_size=1000, seed=42, split=test|val|train (default
-  train, the reference's), out=DIR (default RUN), device=, dtype=float32|float64,
-  solver=euler|heun|adaptive, steps=N, h=STEP, rtol=, atol= (see encode --help)"""
+def roundtrip_mse(**options: Any) -> int:
+    """Roundtrip error data -> latents -> data (see ``bayesgen roundtrip-mse --help``)."""
     import torch
 
     from bayesgen.metrics import relative_roundtrip_error, roundtrip_mse
 
-    opts = parse_args(args, {**RUN_OPTIONS, **SOLVE_OPTIONS, "n": _positive_int,
-                             "batch_size": _positive_int, "out": str}, required=["ckpt"])
+    opts = _given(options)
     loaded = _load_net(opts)
     flow = loaded.flow
     n = opts.get("n", 10_000 if loaded.is_image else 2000)
@@ -638,34 +556,18 @@ over samples and dimensions; also unquantized. Toys/flat data: relative error
 
 
 # ---- coverage ---------------------------------------------------------------------------------
-def cmd_coverage(args: list[str]) -> int:
-    """bayesgen coverage ckpt=RUN [options]
-
-Toy coverage experiment (run_toy_alphashape_mesh_exps.py): latent test points z ~ N(0, diag σ²)
-and shells of boundary points at Mahalanobis radii, generated (decode) and inflated back
-(encode); the fraction of test points inside each shell's alpha shape (2-D, shapely) or mesh
-(3-D, trimesh) in latent, data and roundtrip space, against the χ² expectation.
-Writes OUT/{data}_{schedule}_{n_test}lssamples_coverages.json (the reference's records:
-init_ls / ds / ls_end_rdtrp × radius × total_in, total_out, percent_in, percent_out) and
-OUT/{data}_{schedule}_coverage.npz (radii, expected, fraction_* and total_in_* per space,
-points_* per space, latent_std, nfe).
-  n_test=20000, n_boundary=200, radii=0.5,1,…,3.5, alpha=A (alphashape's 1/circumradius;
-  default 0.005 in 2-D, 0.1 in 3-D), eps=VAR (compressed dims' latent variance; default: the
-  schedule's at t_max), batch_size=5000, seed=0, out=DIR (default RUN/coverage), device=,
-  dtype=, solver=…, steps=701, h=1e-2, rtol=, atol= (see encode --help)"""
+def coverage(**options: Any) -> int:
+    """The toy coverage experiment (see ``bayesgen coverage --help``)."""
     import numpy as np
     import torch
 
     from bayesgen.metrics import RADII, coverage_experiment
 
-    opts = parse_args(args, {**RUN_OPTIONS, **SOLVE_OPTIONS, "n_test": _positive_int,
-                             "n_boundary": _positive_int, "radii": _positive_floats,
-                             "alpha": _positive_float, "eps": _positive_float,
-                             "batch_size": _positive_int, "out": str}, required=["ckpt"])
+    opts = _given(options)
     loaded = _load_net(opts)
     flow = loaded.flow
     if flow.data_dim not in (2, 3):
-        raise UsageError(f"coverage needs 2-D or 3-D data, this model's is {flow.data_dim}-D")
+        raise ValueError(f"coverage needs 2-D or 3-D data, this model's is {flow.data_dim}-D")
     dtype, device = _dtype_device(loaded)
     kw = _solve_kwargs(loaded, opts, torch.zeros((), dtype=dtype, device=device))
     bs = opts.get("batch_size", 5000)
@@ -712,40 +614,14 @@ points_* per space, latent_std, nfe).
 
 
 # ---- residuals --------------------------------------------------------------------------------
-def cmd_residuals(args: list[str]) -> int:
-    """bayesgen residuals extract|calc [options]
-
-Cross-correlations of the network's outputs and residuals over time
-(calc_net_residuals_autocorrelations.py, App. C.1).
-  extract  ckpt=RUN [n=10000 (images 50000)] [n_time_pts=701 (images 256)] [h=1e-2 (toys)]
-           [batch_size=1000] [split=…] [seed=0] [layout=single|per_time] [out=DIR]
-           Fixed clean data x; at each time t (toys: linspace(t_start, t_start + n·h, n);
-           images: linspace(t_start, t_max, n)) fresh noise x̃ = x + W(√γ(t) ⊙ ε), the
-           denoiser output D(x̃, t) and residual D(x̃, t) − x, data coordinates.
-           layout=single (default for flat data): OUT/{data}_{schedule}_net_outputs_residuals.npz
-           with net_outputs, net_residuals (N, T, D) and times; layout=per_time (default for
-           images): one …_net_outputs_residuals_time{i}.npz per time (net_outputs,
-           net_residuals (N, D), time). Prints the network evaluations.
-  calc     res=FILE.npz|DIR [reference=0] [out=DIR]
-           Correlations of every dim at time index `reference` with every dim at each time:
-           single file -> …_autocorrelations.npz with net_output_acs, net_residual_acs
-           (T, D, D) and times; a per_time DIR -> …_autocorrelations_times{ref}_{i}.npz,
-           one per time (D, D each)."""
-    if not args or args[0] not in ("extract", "calc"):
-        raise UsageError("bayesgen residuals needs a subcommand: extract | calc")
-    return _residuals_extract(args[1:]) if args[0] == "extract" else _residuals_calc(args[1:])
-
-
-def _residuals_extract(args: list[str]) -> int:
+def residuals_extract(**options: Any) -> int:
+    """Denoiser outputs and residuals over time (see ``bayesgen residuals extract --help``)."""
     import numpy as np
     import torch
 
     from bayesgen.metrics import extract_outputs
 
-    opts = parse_args(args, {**RUN_OPTIONS, "n": _positive_int, "n_time_pts": _positive_int,
-                             "h": _positive_float, "batch_size": _positive_int,
-                             "layout": _choice("single", "per_time"), "out": str},
-                      required=["ckpt"])
+    opts = _given(options)
     loaded = _load_net(opts)
     flow = loaded.flow
     n = opts.get("n", 50_000 if loaded.is_image else 10_000)
@@ -807,22 +683,23 @@ def _residuals_extract(args: list[str]) -> int:
     return 0
 
 
-def _residuals_calc(args: list[str]) -> int:
+def residuals_calc(**options: Any) -> int:
+    """Their cross-correlations (see ``bayesgen residuals calc --help``)."""
     import numpy as np
     import torch
 
     from bayesgen.metrics import autocorrelations, cross_correlations
 
-    opts = parse_args(args, {"res": str, "reference": int, "out": str}, required=["res"])
+    opts = _given(options)
     res = Path(opts["res"])
     if not res.exists():
-        raise UsageError(f"{res} does not exist; run `bayesgen residuals extract` first")
+        raise ValueError(f"{res} does not exist; run `bayesgen residuals extract` first")
     ref = opts.get("reference", 0)
     if res.is_file():
         data = np.load(res)
         ex = {k: torch.as_tensor(data[k]) for k in ("net_outputs", "net_residuals")}
         if not 0 <= ref < ex["net_outputs"].shape[1]:
-            raise UsageError(f"reference={ref} is not a time index of {res}")
+            raise ValueError(f"reference={ref} is not a time index of {res}")
         acs = autocorrelations(ex, reference=ref)
         out = Path(opts.get("out", res.parent))
         out.mkdir(parents=True, exist_ok=True)
@@ -837,10 +714,10 @@ def _residuals_calc(args: list[str]) -> int:
     files = sorted(res.glob("*_net_outputs_residuals_time*.npz"),
                    key=lambda p: int(p.stem.rsplit("_time", 1)[1]))
     if not files:
-        raise UsageError(f"{res} holds no *_net_outputs_residuals_time*.npz files")
+        raise ValueError(f"{res} holds no *_net_outputs_residuals_time*.npz files")
     by_index = {int(p.stem.rsplit("_time", 1)[1]): p for p in files}
     if ref not in by_index:
-        raise UsageError(f"reference={ref}: no file for time index {ref} in {res}")
+        raise ValueError(f"reference={ref}: no file for time index {ref} in {res}")
     base = np.load(by_index[ref])
     out = Path(opts.get("out", res))
     out.mkdir(parents=True, exist_ok=True)
@@ -857,12 +734,3 @@ def _residuals_calc(args: list[str]) -> int:
     print(f"cross-correlations of {len(by_index)} times against time index {ref}")
     print(f"wrote {out}/{stem}_autocorrelations_times{ref}_*.npz")
     return 0
-
-
-COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "encode": cmd_encode,
-    "simulate": cmd_simulate,
-    "roundtrip-mse": cmd_roundtrip_mse,
-    "coverage": cmd_coverage,
-    "residuals": cmd_residuals,
-}
