@@ -240,7 +240,10 @@ def test_likelihood_line_says_continuous_density():
     toy = likelihood_line(m, DatasetInfo("moons", (2,), "flat"), "test")
     assert "nats/dim" in toy and "density" in toy and "bits/dim" not in toy
     image = likelihood_line(m, DatasetInfo("digits", (1, 8, 8), "image", num_bins=17), "test")
-    assert "bits/dim" in image and "density" not in image
+    assert "bits/dim" in image and "density" not in image and "p(x|y)" not in image
+    cond = likelihood_line(m | {"bpd_marginal": -1.45, "num_labels": 10},
+                           DatasetInfo("digits", (1, 8, 8), "image", num_bins=17), "test")
+    assert "of p(x|y); of p(x) ≤ -1.4500 bits/dim (+ log2(10)/D" in cond
 
 
 TOY = ["data=moons", "net.hidden=16", "net.depth=1", "trainer.max_steps=3",

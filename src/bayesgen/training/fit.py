@@ -254,8 +254,12 @@ def likelihood_line(metrics: dict, info, split: str, method=None) -> str:
     if is_continuous(info, method):
         return (f"{split}: {nats:.4f} ± {nats_se:.4f} nats/dim (negative log-density of "
                 "continuous data; it can be negative)")
-    return (f"{split}: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} bits/dim | "
+    line = (f"{split}: {metrics['bpd']:.4f} ± {metrics['bpd_se']:.4f} bits/dim | "
             f"{nats:.4f} ± {nats_se:.4f} nats/dim")
+    if "bpd_marginal" in metrics:  # a class-conditional model (evaluate_bpd)
+        line += (f" of p(x|y); of p(x) ≤ {metrics['bpd_marginal']:.4f} bits/dim "
+                 f"(+ log2({metrics['num_labels']})/D, a uniform label prior)")
+    return line
 
 
 def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, list[str]]:
