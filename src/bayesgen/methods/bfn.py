@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -51,6 +52,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 Kind = Literal["continuous", "discretized", "discrete"]
 Inpaint = Literal["tweedie", "replace"]
@@ -635,9 +637,10 @@ class BFN(nn.Module):
                     f = lambda m: self._bin_mean(*self.output_normal(m, t_b,  # noqa: E731
                                                                      **model_kwargs))
                 if tweedie:
-                    x_hat = _condition_prediction(f, mu, cond[0], cond[1], inpaint_iters)
+                    pred = None if mean is None else self._bin_mean(mean, std)
+                    x_hat = _condition_prediction(f, mu, cond[0], cond[1], inpaint_iters, pred)
                     if mean is not None:  # shift the output Gaussian by the correction
-                        mean = mean + (x_hat - self._bin_mean(mean, std))
+                        mean = mean + (x_hat - pred)
                 elif self.kind == "continuous" or keep or callback is not None:
                     x_hat = f(mu) if mean is None else self._bin_mean(mean, std)
                 else:
@@ -765,7 +768,7 @@ class BFN(nn.Module):
 
 # ---- conditioning by inference (the same helpers live in bsi.py) ------------------------------
 def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tensor,
-                          target: Tensor, iters: int) -> Tensor:
+                          target: Tensor, iters: int, pred: Tensor | None = None) -> Tensor:
     """E[z_u | inp, z_o = target] ≈ f_u + J_uo·J_oo⁻¹·(target − f_o) with J = ∂f/∂inp.
 
     For a posterior mean f of an exponential-family belief, J is the posterior covariance up
@@ -775,7 +778,7 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
     by conjugate gradients, one forward-mode Jacobian-vector product per iteration, at most
     ``iters`` of them, stopping once the residual is 1e-6 of the initial one.
     """
-    pred = f(inp)
+    pred = f(inp) if pred is None else pred  # f(inp) when the caller has it already
     r = torch.where(obs, target - pred, 0.0)
     p, correction = r, torch.zeros_like(pred)
     rs = _sum_dims(r * r)
@@ -783,7 +786,7 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
     for _ in range(iters):
         if not bool((rs > stop).any()):
             break
-        _, jp = torch.func.jvp(f, (inp,), (p,))
+        jp = _jvp(f, inp, p)
         jp_o = torch.where(obs, jp, 0.0)
         pap = _sum_dims(p * jp_o)
         step = torch.where((pap > 0) & (rs > stop), rs / pap.clamp_min(1e-300), 0.0)
@@ -793,6 +796,24 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
         p = r + _bcast(torch.where(rs > 0, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
         rs = rs_new
     return pred + correction
+
+
+def _jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
+    """J·v for J = ∂f/∂x by forward-mode AD (one pass of f on dual numbers; works under
+    no_grad)."""
+    with forward_ad.dual_level():
+        with warnings.catch_warnings():  # torch's first make_dual scripts decompositions
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated",
+                                    FutureWarning)
+            dual = forward_ad.make_dual(x, v)
+        try:
+            out = f(dual)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"inpaint='tweedie' needs forward-mode AD through the network, "
+                             f"which failed ({str(e).splitlines()[0]}); use inpaint='replace'"
+                             ) from e
+        tangent = forward_ad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
 
 
 def _broadcast_observed(observed, mask, shape: tuple[int, ...], name: str

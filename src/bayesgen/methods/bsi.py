@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,7 @@ import torch
 from einops import rearrange, repeat
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 Schedule = Literal["linear", "cosine", "edm", "edm7"]
 Inpaint = Literal["tweedie", "replace"]
@@ -413,7 +415,7 @@ class BSI(nn.Module):
 
 # ---- conditioning by inference (the same helpers live in bfn.py) ------------------------------
 def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tensor,
-                          target: Tensor, iters: int) -> Tensor:
+                          target: Tensor, iters: int, pred: Tensor | None = None) -> Tensor:
     """E[z_u | inp, z_o = target] ≈ f_u + J_uo·J_oo⁻¹·(target − f_o) with J = ∂f/∂inp.
 
     For a posterior mean f(μ) = E[z | μ] of a belief μ = a·z + λ^(−1/2)·ε, J = a·λ·Cov[z | μ]
@@ -424,7 +426,7 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
     at most ``iters`` of them, stopping once the residual is 1e-6 of the initial one (J_oo is
     symmetric positive semi-definite for an exact posterior mean).
     """
-    pred = f(inp)
+    pred = f(inp) if pred is None else pred  # f(inp) when the caller has it already
     r = torch.where(obs, target - pred, 0.0)
     p, correction = r, torch.zeros_like(pred)
     rs = _sum_dims(r * r)
@@ -432,7 +434,7 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
     for _ in range(iters):
         if not bool((rs > stop).any()):
             break
-        _, jp = torch.func.jvp(f, (inp,), (p,))
+        jp = _jvp(f, inp, p)
         jp_o = torch.where(obs, jp, 0.0)
         pap = _sum_dims(p * jp_o)
         step = torch.where((pap > 0) & (rs > stop), rs / pap.clamp_min(1e-300), 0.0)
@@ -442,6 +444,24 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
         p = r + _bcast(torch.where(rs > 0, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
         rs = rs_new
     return pred + correction
+
+
+def _jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
+    """J·v for J = ∂f/∂x by forward-mode AD (one pass of f on dual numbers; works under
+    no_grad)."""
+    with forward_ad.dual_level():
+        with warnings.catch_warnings():  # torch's first make_dual scripts decompositions
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated",
+                                    FutureWarning)
+            dual = forward_ad.make_dual(x, v)
+        try:
+            out = f(dual)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"inpaint='tweedie' needs forward-mode AD through the network, "
+                             f"which failed ({str(e).splitlines()[0]}); use inpaint='replace'"
+                             ) from e
+        tangent = forward_ad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
 
 
 def _broadcast_observed(observed, mask, shape: tuple[int, ...], name: str
