@@ -711,9 +711,12 @@ class BFN(nn.Module):
         return known, x_o
 
     def _bin_mean(self, mean: Tensor, std: Tensor) -> Tensor:
-        """Σ_k p_k k_c, the mean of the discretized output distribution."""
-        probs = discretized_normal_probs(mean, std, self.num_bins)
-        return (probs * bin_centres(self.num_bins, probs.dtype, probs.device)).sum(-1)
+        """Σ_k p_k k_c, the mean of the discretized output distribution, summed by parts:
+        k_c(K) − (2/K)·Σ_{k<K} F(k_r) with F the Gaussian's CDF at the inner bin edges."""
+        K = self.num_bins
+        edges = 2 * torch.arange(1, K, dtype=mean.dtype, device=mean.device) / K - 1
+        cdf = _normal_cdf((edges - mean[..., None]) / std[..., None])
+        return (1 - 1 / K) - (2 / K) * cdf.sum(-1)
 
     # ---- data checks and targets ----------------------------------------------------------------
     def _sample_u(self, batch: int, like: Tensor, generator) -> Float[Tensor, " B"]:

@@ -427,7 +427,8 @@ class InflationaryFlow(nn.Module):
         coordinates (B, *S): once per step at the step's start time for the fixed-step solvers
         (Euler: every evaluation; Heun: its first evaluation of each step), and once per
         function evaluation for the adaptive one (step = evaluation index, rejected trial
-        steps and dopri5's intermediate stages included, so t is not monotone)."""
+        steps and dopri5's intermediate stages included, so t is not monotone; the initial
+        step-size probe may even lie outside the interval)."""
         _check_tolerances(rtol, atol)
         evals = 0
 
