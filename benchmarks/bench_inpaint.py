@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bayesgen import BFN  # noqa: E402
 from test_inpaint import (  # noqa: E402
     JOINT,
     MASK,
@@ -30,8 +31,6 @@ from test_inpaint import (  # noqa: E402
     JointPosterior,
     make_bsi,
 )
-
-from bayesgen import BFN  # noqa: E402
 
 F64 = torch.float64
 
