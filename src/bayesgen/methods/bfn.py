@@ -53,6 +53,7 @@ from einops import rearrange, repeat
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.autograd import forward_ad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Kind = Literal["continuous", "discretized", "discrete"]
 Inpaint = Literal["tweedie", "replace"]
@@ -779,25 +780,29 @@ def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tenso
     this is Gaussian conditioning of the posterior on the observed entries ``obs`` (inputs and
     outputs share one shape; each example maps independently). J_oo⁻¹ is applied per example
     by conjugate gradients, one forward-mode Jacobian-vector product per iteration, at most
-    ``iters`` of them, stopping once the residual is 1e-6 of the initial one.
+    ``iters`` of them, stopping once the residual is 1e-6 of the initial one or pᵀJ_oo p ≤ 0
+    (0 where x̂ is clipped).
     """
     pred = f(inp) if pred is None else pred  # f(inp) when the caller has it already
     r = torch.where(obs, target - pred, 0.0)
     p, correction = r, torch.zeros_like(pred)
     rs = _sum_dims(r * r)
     stop = 1e-12 * rs
+    active = rs > stop  # examples still iterating: not converged, no breakdown (pᵀJp ≤ 0)
     for _ in range(iters):
-        if not bool((rs > stop).any()):
+        if not bool(active.any()):
             break
         jp = _jvp(f, inp, p)
         jp_o = torch.where(obs, jp, 0.0)
         pap = _sum_dims(p * jp_o)
-        step = torch.where((pap > 0) & (rs > stop), rs / pap.clamp_min(1e-300), 0.0)
+        active = active & (pap > 0)
+        step = torch.where(active, rs / pap.clamp_min(1e-300), 0.0)
         correction = correction + _bcast(step, jp) * jp  # J·v accumulated, v = Σ step·p
         r = r - _bcast(step, jp_o) * jp_o
         rs_new = _sum_dims(r * r)
-        p = r + _bcast(torch.where(rs > 0, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
+        p = r + _bcast(torch.where(active, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
         rs = rs_new
+        active = active & (rs > stop)
     return pred + correction
 
 
@@ -809,8 +814,9 @@ def _jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated",
                                     FutureWarning)
             dual = forward_ad.make_dual(x, v)
-        try:
-            out = f(dual)
+        try:  # attention by the math kernel: the fused ones have no forward-AD formulas
+            with sdpa_kernel(SDPBackend.MATH):
+                out = f(dual)
         except (RuntimeError, NotImplementedError) as e:
             raise ValueError(f"inpaint='tweedie' needs forward-mode AD through the network, "
                              f"which failed ({str(e).splitlines()[0]}); use inpaint='replace'"
