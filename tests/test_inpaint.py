@@ -170,3 +170,71 @@ def test_bad_observed_and_mask_give_clear_errors():
         disc.sample(2, n_steps=2, observed=torch.tensor([3, 0]), mask=MASK)
     with pytest.raises(ValueError, match="int64 class indices"):
         disc.sample(2, n_steps=2, observed=torch.tensor([1.0, 0.0]), mask=MASK)
+
+
+# ---- the run API: Run.sample(progress=), Run.inpaint from picture files, text prefixes --------
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """An untrained BSI run on digits (1 × 8 × 8, data in [−1, 1]), saved and loaded."""
+    import bayesgen
+    from bayesgen.training.build import build_datamodule, build_method, compose_config
+
+    cfg = compose_config(["data=digits", "net.hidden=16", "net.depth=1", "method.k=3"])
+    method = build_method(cfg, build_datamodule(cfg)).eval()
+    folder = tmp_path_factory.mktemp("run")
+    return bayesgen.from_pretrained(bayesgen.save_pretrained(method, folder, config=cfg))
+
+
+def test_run_sample_progress_and_callback(digits_run, capsys):
+    steps = []
+    x = digits_run.sample(2, k=3, generator=gen(), progress=True,
+                          callback=lambda i, t, x_hat: steps.append(i))
+    assert steps == [0, 1, 2, 3] and "sampling 2" in capsys.readouterr().err
+    assert torch.equal(x, digits_run.sample(2, k=3, generator=gen()))
+
+
+def test_run_inpaint_from_picture_files(digits_run, tmp_path):
+    from PIL import Image
+
+    grey = (torch.arange(64).reshape(8, 8) * 4).to(torch.uint8)
+    Image.fromarray(grey.numpy(), mode="L").save(tmp_path / "image.png")
+    white = torch.zeros(8, 8, dtype=torch.uint8)
+    white[:, :4] = 255  # left half known
+    Image.fromarray(white.numpy(), mode="L").save(tmp_path / "mask.png")
+    x = digits_run.inpaint(tmp_path / "image.png", tmp_path / "mask.png", n=3, k=3,
+                           generator=gen())
+    assert x.shape == (3, 1, 8, 8)
+    want = 2 * grey.float() / 255 - 1
+    assert torch.equal(x[:, 0, :, :4], want[:, :4].expand(3, 8, 4))
+    again = digits_run.inpaint(tmp_path / "image.png", tmp_path / "mask.png", n=3, k=3,
+                               generator=gen(), inpaint="replace")
+    assert torch.equal(again[:, 0, :, :4], x[:, 0, :, :4])
+
+    Image.new("L", (10, 8)).save(tmp_path / "wide.png")
+    with pytest.raises(ValueError, match="is 10×8 pixels but the model draws 8×8 images"):
+        digits_run.inpaint(tmp_path / "wide.png", tmp_path / "mask.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "colour.png")
+    with pytest.raises(ValueError, match="colour picture .* 1-channel"):
+        digits_run.inpaint(tmp_path / "colour.png", tmp_path / "mask.png")
+    with pytest.raises(ValueError, match="does not exist"):
+        digits_run.inpaint(tmp_path / "missing.png", tmp_path / "mask.png")
+    (tmp_path / "junk.png").write_text("not a picture")
+    with pytest.raises(ValueError, match="not a picture PIL can read"):
+        digits_run.inpaint(tmp_path / "image.png", tmp_path / "junk.png")
+    with pytest.raises(ValueError, match="mask must be a bool tensor"):
+        digits_run.inpaint(want[None], torch.ones(8, 8))
+
+
+def test_text_prefix_inputs():
+    from bayesgen.data.info import DatasetInfo
+    from bayesgen.run import load_inpainting, text_prefix
+
+    info = DatasetInfo("text8", (10,), "text", num_classes=27)
+    observed, mask = text_prefix("the cat", info)
+    assert observed[:7].tolist() == [20, 8, 5, 0, 3, 1, 20] and mask.sum() == 7
+    with pytest.raises(ValueError, match="the prefix has 12 characters but samples have only 10"):
+        text_prefix("the cat sat.", info)
+    with pytest.raises(ValueError, match="needs an image model"):
+        load_inpainting("image.png", "mask.png", info)
+    with pytest.raises(ValueError, match="a text prefix needs a text model"):
+        text_prefix("a", DatasetInfo("digits", (1, 8, 8), "image"))

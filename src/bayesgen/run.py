@@ -121,8 +121,16 @@ class Run:
         ``observed=`` and ``mask=`` condition BSI and BFN samples on known entries (see
         :meth:`inpaint` and the method's ``sample``)."""
         kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
+        self._check_conditioning(kwargs)
         with _progress(self.method, kwargs, progress, callback, f"sampling {n}") as cb:
             return self.method.sample(n, generator=generator, **kwargs, **cb)
+
+    def _check_conditioning(self, kwargs: dict) -> None:
+        if ({"observed", "mask"} & kwargs.keys()
+                and "observed" not in inspect.signature(self.method.sample).parameters):
+            raise ValueError(f"conditioning on observed values (inpainting, text prefixes) "
+                             f"needs a BSI or BFN run; {type(self.method).__name__} samples "
+                             "without it")
 
     @torch.no_grad()
     def sample_history(self, n: int = 16, generator: torch.Generator | None = None,
@@ -131,6 +139,7 @@ class Run:
                        **kwargs) -> dict[str, Tensor]:
         """Every step of sampling (see the method's ``sample_history``)."""
         kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
+        self._check_conditioning(kwargs)
         with _progress(self.method, kwargs, progress, callback, f"sampling {n}") as cb:
             return self.method.sample_history(n, generator=generator, **kwargs, **cb)
 
