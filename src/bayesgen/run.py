@@ -16,10 +16,13 @@ function here and a method of :class:`Run`, not a method of ``BSI``/``BFN``/….
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import re
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,18 +111,63 @@ class Run:
 
     @torch.no_grad()
     def sample(self, n: int = 16, generator: torch.Generator | None = None, labels=None,
+               progress: bool = False, callback: Callable[..., None] | None = None,
                **kwargs) -> Tensor:
         """``n`` samples with the configuration's ``sample_kwargs`` (``kwargs`` override them,
-        e.g. ``k=20``); ``labels`` (an int or ``n`` ints) for a class-conditional run."""
+        e.g. ``k=20``); ``labels`` (an int or ``n`` ints) for a class-conditional run.
+
+        ``progress=True`` shows a rich progress bar (one tick per network call);
+        ``callback(step, t, x_hat)`` is called once per step (see the method's ``sample``).
+        ``observed=`` and ``mask=`` condition BSI and BFN samples on known entries (see
+        :meth:`inpaint` and the method's ``sample``)."""
         kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
-        return self.method.sample(n, generator=generator, **kwargs)
+        self._check_conditioning(kwargs)
+        with _progress(self.method, kwargs, progress, callback, f"sampling {n}") as cb:
+            return self.method.sample(n, generator=generator, **kwargs, **cb)
+
+    def _check_conditioning(self, kwargs: dict) -> None:
+        if ({"observed", "mask"} & kwargs.keys()
+                and "observed" not in inspect.signature(self.method.sample).parameters):
+            raise ValueError(f"conditioning on observed values (inpainting, text prefixes) "
+                             f"needs a BSI or BFN run; {type(self.method).__name__} samples "
+                             "without it")
 
     @torch.no_grad()
     def sample_history(self, n: int = 16, generator: torch.Generator | None = None,
-                       labels=None, **kwargs) -> dict[str, Tensor]:
+                       labels=None, progress: bool = False,
+                       callback: Callable[..., None] | None = None,
+                       **kwargs) -> dict[str, Tensor]:
         """Every step of sampling (see the method's ``sample_history``)."""
         kwargs = self.sample_kwargs | kwargs | self._labels(n, labels)
-        return self.method.sample_history(n, generator=generator, **kwargs)
+        self._check_conditioning(kwargs)
+        with _progress(self.method, kwargs, progress, callback, f"sampling {n}") as cb:
+            return self.method.sample_history(n, generator=generator, **kwargs, **cb)
+
+    @torch.no_grad()
+    def inpaint(self, image: str | Path | Tensor, mask: str | Path | Tensor, n: int = 8,
+                generator: torch.Generator | None = None, labels=None, progress: bool = False,
+                **kwargs) -> Tensor:
+        """``n`` completions of ``image`` where ``mask`` is white (True): the known pixels come
+        back exactly, the rest is drawn from the model's conditional distribution (BSI and BFN;
+        ``inpaint="tweedie"`` by default, ``"replace"`` the cheap baseline).
+
+        ``image``: a picture file of the model's size (its mode must match the channels), or a
+        tensor of shape ``data_shape`` in the data's range; ``mask``: a picture file (white =
+        known, black = to draw; grey levels ≥ 128 count as white), or a bool tensor
+        broadcastable to ``data_shape``. See :func:`load_inpainting`."""
+        observed, known = load_inpainting(image, mask, self.info)
+        return self.sample(n, generator, labels, progress, observed=observed[None],
+                           mask=known[None], **kwargs)
+
+    @torch.no_grad()
+    def complete_text(self, prefix: str, n: int = 4, generator: torch.Generator | None = None,
+                      progress: bool = False, **kwargs) -> Tensor:
+        """``n`` continuations of the text ``prefix`` by a discrete BFN text model: token
+        indices (n, seq_len) whose first ``len(prefix)`` tokens are the prefix;
+        ``run.info.decode(x)`` turns them into strings."""
+        observed, known = text_prefix(prefix, self.info)
+        return self.sample(n, generator, None, progress, observed=observed[None],
+                           mask=known[None], **kwargs)
 
     @torch.no_grad()
     def elbo(self, x: Tensor, labels=None, **kwargs) -> tuple[Tensor, ...]:
@@ -145,6 +193,177 @@ class Run:
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp,
                                      commit_message=commit_message, repo_type="model")
         return str(getattr(info, "commit_url", info))
+
+
+# ---- progress bars ------------------------------------------------------------------------------
+@contextmanager
+def progress_callback(total: int | None, description: str = "sampling",
+                      disable: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar of ``total`` steps (None: a counter without an end) on stderr, as a
+    context manager that yields a callback advancing it by one step per call. The callback
+    takes the samplers' arguments ``(step, t, x_hat)`` (and shows t) or none at all::
+
+        with progress_callback(101, "sampling") as tick:
+            x = bsi.sample(16, k=100, callback=tick)
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[t]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), disable=disable) as bar:
+        task = bar.add_task(description, total=total, t="")
+
+        def tick(step: int | None = None, t: float | None = None, x_hat=None) -> None:
+            bar.update(task, advance=1, t="" if t is None else f"t={float(t):.3g}")
+
+        yield tick
+
+
+def sampler_steps(method: nn.Module, **sample_kwargs) -> int | None:
+    """How often ``method.sample(**sample_kwargs)`` calls its callback: BSI k + 1, BFN
+    n_steps + 1, VDM k, Inflationary Flows n_steps with a fixed-step solver; None for the
+    adaptive ODE solver (its number of evaluations is known only afterwards)."""
+    from bayesgen.methods import BFN, BSI, VDM, InflationaryFlow
+
+    kw = sample_kwargs
+    if isinstance(method, BSI):
+        return method.schedule_t(kw.get("k"), kw.get("t"), schedule=kw.get("schedule")).numel()
+    if isinstance(method, VDM):
+        return method.schedule_t(kw.get("k"), kw.get("t")).numel() - 1
+    if isinstance(method, BFN):
+        default = inspect.signature(method.sample).parameters["n_steps"].default
+        return int(kw.get("n_steps", default)) + 1
+    if isinstance(method, InflationaryFlow):
+        solver = kw.get("solver", "adaptive")
+        if solver == "adaptive":
+            return None
+        return method.time_grid(solver, kw.get("n_steps"), kw.get("h"), kw.get("grid")).numel() - 1
+    return None
+
+
+@contextmanager
+def _progress(method: nn.Module, kwargs: dict, progress: bool, callback, description: str
+              ) -> Iterator[dict[str, Callable[..., None]]]:
+    """``{"callback": …}`` for a sampler: the user's callback, a progress bar's, or both."""
+    if not progress:
+        yield {} if callback is None else {"callback": callback}
+        return
+    with progress_callback(sampler_steps(method, **kwargs), description) as tick:
+        if callback is None:
+            yield {"callback": tick}
+            return
+
+        def both(step: int, t: float, x_hat: Tensor) -> None:
+            callback(step, t, x_hat)
+            tick(step, t, x_hat)
+
+        yield {"callback": both}
+
+
+# ---- inputs for conditioning: images, masks, text prefixes --------------------------------------
+def load_inpainting(image: str | Path | Tensor, mask: str | Path | Tensor, info: DatasetInfo
+                    ) -> tuple[Tensor, Tensor]:
+    """``(observed, mask)`` for ``sample(observed=observed[None], mask=mask[None])`` from an
+    image and a mask, each a file or a tensor: the image in the data's range with shape
+    ``info.data_shape`` ([−1, 1] for continuous data, class indices round(v·(K − 1)) for
+    discrete data with K classes, v the grey level in [0, 1]), the mask bool of shape
+    (1, H, W) — white (≥ 128 of 255) where the image is known — or a bool tensor."""
+    if info.kind != "image" and not (torch.is_tensor(image) and torch.is_tensor(mask)):
+        raise ValueError(f"inpainting from picture files needs an image model; this run's data "
+                         f"({info.name}) are {info.kind} of shape {tuple(info.data_shape)}: pass "
+                         "tensors observed= and mask= to sample() instead")
+    observed = image if torch.is_tensor(image) else _read_image(Path(image), info)
+    known = mask if torch.is_tensor(mask) else _read_mask(Path(mask), info)
+    shape = tuple(info.data_shape)
+    if tuple(observed.shape) != shape:
+        raise ValueError(f"the image has shape {tuple(observed.shape)} but the model draws "
+                         f"{shape}; pass one example of shape {shape}")
+    if known.dtype != torch.bool:
+        raise ValueError(f"the mask must be a bool tensor (True where the image is known), got "
+                         f"dtype {known.dtype}; use mask > 0.5")
+    try:
+        torch.broadcast_shapes(known.shape, shape)
+    except RuntimeError:
+        raise ValueError(f"the mask has shape {tuple(known.shape)}, which does not broadcast "
+                         f"to the image's {shape}") from None
+    return observed, known
+
+
+def _open_picture(path: Path, what: str, info: DatasetInfo):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ValueError(f"{what} file {path} does not exist")
+    try:
+        picture = Image.open(path)
+        picture.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{what} file {path} is not a picture PIL can read ({e})") from None
+    height, width = info.data_shape[-2:]
+    if picture.size != (width, height):
+        raise ValueError(f"{what} {path} is {picture.size[0]}×{picture.size[1]} pixels but the "
+                         f"model draws {width}×{height} images; resize it first")
+    return picture
+
+
+def _read_image(path: Path, info: DatasetInfo) -> Tensor:
+    import numpy as np
+
+    picture = _open_picture(path, "image", info)
+    channels = info.data_shape[0] if len(info.data_shape) == 3 else 1
+    colour = picture.mode not in ("1", "L", "LA", "I", "I;16", "F")
+    if channels == 1 and colour:
+        raise ValueError(f"image {path} is a colour picture (mode {picture.mode}) but the model "
+                         "draws 1-channel (grey) images; convert it to grey first")
+    if channels == 3 and not colour:
+        raise ValueError(f"image {path} is a grey picture (mode {picture.mode}) but the model "
+                         "draws 3-channel (RGB) images; convert it to RGB first")
+    if channels not in (1, 3):
+        raise ValueError(f"the model draws {channels}-channel images; picture files carry 1 or "
+                         "3 channels: pass a tensor instead")
+    array = np.asarray(picture.convert("L" if channels == 1 else "RGB"), dtype=np.float64)
+    unit = torch.from_numpy(array / 255.0).reshape(*array.shape[:2], -1).permute(2, 0, 1)
+    unit = unit.reshape(info.data_shape).float()
+    if info.num_classes:
+        return torch.round(unit * (info.num_classes - 1)).long()
+    return 2 * unit - 1
+
+
+def _read_mask(path: Path, info: DatasetInfo) -> Tensor:
+    import numpy as np
+
+    picture = _open_picture(path, "mask", info)
+    grey = torch.from_numpy(np.asarray(picture.convert("L")).copy())
+    mask = (grey >= 128)[None]
+    return mask if len(info.data_shape) == 3 else mask.reshape(info.data_shape)
+
+
+def text_prefix(prefix: str, info: DatasetInfo) -> tuple[Tensor, Tensor]:
+    """``(observed, mask)`` of shape ``info.data_shape`` that fix the first ``len(prefix)``
+    tokens of a text sample to ``prefix`` (text8 letters: a–z, anything else a space)."""
+    from bayesgen.data.text import encode_text
+
+    if info.kind != "text":
+        raise ValueError(f"a text prefix needs a text model; this run's data ({info.name}) are "
+                         f"{info.kind}")
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError("the prefix must be a non-empty string")
+    (length,) = info.data_shape
+    tokens = encode_text(prefix)
+    if len(tokens) > length:
+        raise ValueError(f"the prefix has {len(tokens)} characters but samples have only "
+                         f"{length}; shorten it")
+    observed = torch.zeros(length, dtype=torch.long)
+    observed[: len(tokens)] = tokens
+    return observed, torch.arange(length) < len(tokens)
 
 
 # ---- loading ------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -51,8 +52,13 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.autograd import forward_ad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Kind = Literal["continuous", "discretized", "discrete"]
+Inpaint = Literal["tweedie", "replace"]
+# callback(step, t, x_hat) -> None: called once per network call of a sampler
+Callback = Callable[[int, float, Tensor], None]
 
 T_MIN = 1e-6  # below this t, x̂ = 0 (and std = 1); γ is evaluated at max(t, T_MIN)
 DISCRETE_T_MAX = 1 - 1e-6  # the discrete flow clamps t to at most this
@@ -496,29 +502,61 @@ class BFN(nn.Module):
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n_samples: int, n_steps: int = 100, generator=None, device=None, dtype=None,
-               return_probs: bool = False, **model_kwargs) -> Tensor:
+               return_probs: bool = False, callback: Callback | None = None,
+               observed: Tensor | None = None, mask: Tensor | None = None,
+               inpaint: Inpaint = "tweedie", inpaint_iters: int = 4, **model_kwargs) -> Tensor:
         """n-step sampler (§4–§6 sample generation): for i = 1..n, t = (i − 1)/n, draw from the
         output distribution (x̂ for continuous data, a bin centre, a class k), send
         y ~ p_S(· | ·; α_i), update the input parameters by Bayes; finally return x̂(μ, 1), the
         mode bin centre, or the most probable class (``return_probs``: p̂(k | θ(1); 1), shape
-        (n, *D, K), discrete data only). n + 1 network calls."""
+        (n, *D, K), discrete data only). n + 1 network calls.
+
+        ``callback(step, t, x_hat)`` is called after each of the n + 1 network calls (step
+        0 … n, t = step/n as a float) with the current prediction: x̂ (continuous), the mean
+        bin centre Σ p_k k_c (discretized) or the class probabilities p̂ (n, *D, K) (discrete).
+
+        Conditioning by inference: ``observed`` (broadcastable to (n, *D): values in [−1, 1],
+        or class indices for discrete data) and ``mask`` (bool, broadcastable to (n, *D), True
+        where ``observed`` is known) — inpainting, or completing a text prefix. Known entries
+        come back exactly (discretized: as their bin centres) and are sent to the input
+        distribution at every step as the data themselves. ``inpaint="tweedie"`` (default)
+        conditions the prediction on them through the posterior covariance, the Jacobian of
+        the prediction w.r.t. the input parameters: continuous/discretized data μ = γ·x +
+        √(γ(1−γ))·ε give ∂x̂/∂μ ∝ Cov[x | μ], so x̂_u + J_uo·J_oo⁻¹·(x_o − x̂_o) (exact for
+        Gaussian data); discrete data give ∂p̂/∂ln θ = Cov[e_x | θ], so p̂_u is regressed on the
+        indicators of the known classes (exact for one known token). J_oo⁻¹ costs up to
+        ``inpaint_iters`` conjugate-gradient iterations of one Jacobian-vector product
+        (forward-mode AD) each, per step, on top of the network call. ``inpaint="replace"``
+        is the cheap baseline (no extra cost): the known part of the input parameters is
+        re-drawn from the flow p_F(· | x_o; t) at every step, biased towards the unconditional
+        distribution.
+        """
         return self._run_sampler(n_samples, n_steps, generator, device, dtype, False,
-                                 return_probs, model_kwargs)["x"]
+                                 return_probs, model_kwargs, callback, observed, mask, inpaint,
+                                 inpaint_iters)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, n_steps: int = 100, generator=None, device=None,
-                       dtype=None, return_probs: bool = False, **model_kwargs) -> dict[str, Tensor]:
+                       dtype=None, return_probs: bool = False, callback: Callback | None = None,
+                       observed: Tensor | None = None, mask: Tensor | None = None,
+                       inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
+                       **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every step, stacked on dim 0, for animations: input parameters
         ``"mu"`` or ``"theta"`` (n + 1, the prior first), the output's ``"x_hat"`` (continuous:
         x̂; discretized: mean bin centre Σ p_k k_c) or ``"probs"`` (discrete) (n + 1, the last at
         t = 1), the draws ``"k"`` (discretized and discrete) and ``"y"`` (n), the times ``"t"``
         (n + 1) and the samples ``"x"``. After i updates the input parameters are distributed as
-        the flow at t = i/n when the output distribution is exact."""
+        the flow at t = i/n when the output distribution is exact. Other arguments as for
+        :meth:`sample`."""
         return self._run_sampler(n_samples, n_steps, generator, device, dtype, True,
-                                 return_probs, model_kwargs)
+                                 return_probs, model_kwargs, callback, observed, mask, inpaint,
+                                 inpaint_iters)
 
     def _run_sampler(self, n_samples, n_steps, generator, device, dtype, keep: bool,
-                     return_probs: bool, model_kwargs: dict) -> dict[str, Tensor]:
+                     return_probs: bool, model_kwargs: dict, callback: Callback | None = None,
+                     observed: Tensor | None = None, mask: Tensor | None = None,
+                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4
+                     ) -> dict[str, Tensor]:
         n_samples, n = _count(n_samples, "n_samples"), _count(n_steps, "n_steps")
         if return_probs and self.kind != "discrete":
             raise ValueError("return_probs=True is only defined for discrete data")
@@ -526,9 +564,17 @@ class BFN(nn.Module):
         ts = torch.arange(n + 1, device=device, dtype=dtype) / n
         shape = (n_samples, *self.data_shape)
         K = self.num_classes
+        cond = self._check_observed(observed, mask, shape, device, dtype, inpaint,
+                                    inpaint_iters)
+        tweedie = cond is not None and inpaint == "tweedie"
+        replace = cond is not None and inpaint == "replace"
 
         def randn(like: Tensor) -> Tensor:
             return torch.randn(like.shape, generator=generator, device=device, dtype=dtype)
+
+        def report(i: int, x_hat: Tensor) -> None:
+            if callback is not None:
+                callback(i, i / n, x_hat)
 
         hist: dict[str, list[Tensor]] = {}
 
@@ -538,53 +584,140 @@ class BFN(nn.Module):
                     hist.setdefault(key, []).append(v)
 
         if self.kind == "discrete":
+            if cond is not None:
+                known, x_o = cond
+                e_o = F.one_hot(x_o, K).to(dtype)
+                obs_k = known[..., None] & e_o.bool()  # the indicator of each known class
+
+            def output_probs(log_theta: Tensor, t: Tensor) -> Tensor:
+                t_b = t.expand(n_samples)
+                if not tweedie:
+                    return self.output_log_probs(log_theta.exp(), t_b, **model_kwargs).exp()
+
+                def probs_of(log_th: Tensor) -> Tensor:  # p̂ as a function of ln θ
+                    return self.output_log_probs(torch.softmax(log_th, -1), t_b,
+                                                 **model_kwargs).exp()
+
+                p = _condition_prediction(probs_of, log_theta, obs_k, torch.ones_like(e_o),
+                                          inpaint_iters).clamp_min(0)
+                p = torch.where(known[..., None], e_o, p)
+                return p / p.sum(-1, keepdim=True)
+
             log_theta = torch.full((*shape, K), -math.log(K), device=device, dtype=dtype)
             record(theta=log_theta.exp())
             for i in range(1, n + 1):
                 alpha = self.alpha(i, n)
-                log_p = self.output_log_probs(log_theta.exp(), ts[i - 1].expand(n_samples),
-                                              **model_kwargs)
-                k = _sample_categorical(log_p.exp(), generator)
+                probs = output_probs(log_theta, ts[i - 1])
+                report(i - 1, probs)
+                k = _sample_categorical(probs, generator)
+                if cond is not None:
+                    k = torch.where(known, x_o, k)
                 e_k = F.one_hot(k, K).to(dtype)
                 y = alpha * (K * e_k - 1) + math.sqrt(alpha * K) * randn(e_k)
                 log_theta = torch.log_softmax(log_theta + y, dim=-1)  # θ' ∝ θ·e^y
-                record(theta=log_theta.exp(), probs=log_p.exp(), k=k, y=y)
-            probs = self.output_log_probs(log_theta.exp(), ts[-1].expand(n_samples),
-                                          **model_kwargs).exp()
+                if replace:  # re-draw the known part from the flow p_F(θ | x_o; t_i)
+                    flow = self._discrete_flow(e_o, ts[i].expand(n_samples), generator)
+                    log_theta = torch.where(known[..., None], flow.log(), log_theta)
+                record(theta=log_theta.exp(), probs=probs, k=k, y=y)
+            probs = output_probs(log_theta, ts[-1])
+            report(n, probs)
             x = probs if return_probs else probs.argmax(-1)
+            if cond is not None:
+                x = (torch.where(known[..., None], e_o, probs) if return_probs
+                     else torch.where(known, x_o, x))
             record(probs=probs)
         else:
+            def predict(mu: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                """(x̂ conditioned on the known part, output mean and std (discretized))."""
+                t_b = t.expand(n_samples)
+                if self.kind == "continuous":
+                    f = lambda m: self.x_hat(m, t_b, **model_kwargs)  # noqa: E731
+                    mean = std = None
+                else:
+                    mean, std = self.output_normal(mu, t_b, **model_kwargs)
+                    f = lambda m: self._bin_mean(*self.output_normal(m, t_b,  # noqa: E731
+                                                                     **model_kwargs))
+                if tweedie:
+                    pred = None if mean is None else self._bin_mean(mean, std)
+                    x_hat = _condition_prediction(f, mu, cond[0], cond[1], inpaint_iters, pred)
+                    if mean is not None:  # shift the output Gaussian by the correction
+                        mean = mean + (x_hat - pred)
+                elif self.kind == "continuous" or keep or callback is not None:
+                    x_hat = f(mu) if mean is None else self._bin_mean(mean, std)
+                else:
+                    x_hat = mean  # not used
+                if cond is not None:
+                    x_hat = torch.where(cond[0], cond[1], x_hat)
+                return x_hat, mean, std
+
             mu, rho = torch.zeros(shape, device=device, dtype=dtype), 1.0
             record(mu=mu)
             for i in range(1, n + 1):
                 alpha = self.alpha(i, n)
-                t = ts[i - 1].expand(n_samples)
+                x_hat, mean, std = predict(mu, ts[i - 1])
+                report(i - 1, x_hat)
                 if self.kind == "continuous":
-                    x_hat = k = self.x_hat(mu, t, **model_kwargs)  # a point mass at x̂
+                    k = x_hat  # a point mass at x̂
                 else:  # a bin centre drawn from the discretized Gaussian
-                    mean, std = self.output_normal(mu, t, **model_kwargs)
                     k = quantize(mean + std * randn(mean), self.num_bins)
-                    x_hat = self._bin_mean(mean, std) if keep else None
+                    if cond is not None:
+                        k = torch.where(cond[0], cond[1], k)
                 y = k + alpha**-0.5 * randn(k)
                 mu, rho = bayesian_update_continuous(mu, rho, y, alpha)
+                if replace:  # re-draw the known part from the flow p_F(μ | x_o; t_i)
+                    mu = torch.where(cond[0], self._flow(cond[1], ts[i].expand(n_samples),
+                                                         generator), mu)
                 record(mu=mu, x_hat=x_hat, y=y, **({"k": k} if self.kind == "discretized" else {}))
-            t1 = ts[-1].expand(n_samples)
+            x_hat, mean, std = predict(mu, ts[-1])
+            report(n, x_hat)
             if self.kind == "continuous":
-                x = self.x_hat(mu, t1, **model_kwargs)
-                record(x_hat=x)
+                x = x_hat
             else:
-                mean, std = self.output_normal(mu, t1, **model_kwargs)
                 probs = discretized_normal_probs(mean, std, self.num_bins)
                 x = bin_centre(probs.argmax(-1), self.num_bins, dtype)
-                record(x_hat=self._bin_mean(mean, std))
+                if cond is not None:
+                    x = torch.where(cond[0], cond[1], x)
+            record(x_hat=x_hat)
         if not keep:
             return {"x": x}
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
 
+    def _check_observed(self, observed, mask, shape: tuple[int, ...], device, dtype,
+                        inpaint, inpaint_iters) -> tuple[Tensor, Tensor] | None:
+        """(mask, observed) broadcast to the samples' shape after checking them (discretized:
+        snapped to bin centres; discrete: int64 classes); None when neither is given."""
+        if inpaint not in ("tweedie", "replace"):
+            raise ValueError(f"inpaint must be 'tweedie' or 'replace', got {inpaint!r}")
+        _count(inpaint_iters, "inpaint_iters")
+        if observed is None and mask is None:
+            return None
+        name = f"the {self.kind} BFN"
+        known, x_o = _broadcast_observed(observed, mask, shape, name)
+        known = known.to(device)
+        if self.kind == "discrete":
+            if x_o.is_floating_point() or x_o.is_complex():
+                raise ValueError(f"{name}: observed must hold int64 class indices, got dtype "
+                                 f"{x_o.dtype}; convert it with observed.long()")
+            _check_observed_values(x_o.long(), known.to(x_o.device), 0, self.num_classes - 1,
+                                   name, f"class indices must lie in [0, {self.num_classes - 1}]")
+            return known, torch.where(known, x_o.to(device).long(), 0)
+        if not x_o.is_floating_point():
+            raise ValueError(f"{name}: observed must be floating-point data in [-1, 1], got "
+                             f"dtype {x_o.dtype}; convert it with observed.float()")
+        _check_observed_values(x_o, known.to(x_o.device), -1 - 1e-5, 1 + 1e-5, name,
+                               "rescale it to [-1, 1] (e.g. 2·x − 1 for data in [0, 1])")
+        x_o = torch.where(known, x_o.to(device=device, dtype=dtype), 0.0)
+        if self.kind == "discretized":
+            x_o = quantize(x_o, self.num_bins)
+        return known, x_o
+
     def _bin_mean(self, mean: Tensor, std: Tensor) -> Tensor:
-        """Σ_k p_k k_c, the mean of the discretized output distribution."""
-        probs = discretized_normal_probs(mean, std, self.num_bins)
-        return (probs * bin_centres(self.num_bins, probs.dtype, probs.device)).sum(-1)
+        """Σ_k p_k k_c, the mean of the discretized output distribution, summed by parts:
+        k_c(K) − (2/K)·Σ_{k<K} F(k_r) with F the Gaussian's CDF at the inner bin edges."""
+        K = self.num_bins
+        edges = 2 * torch.arange(1, K, dtype=mean.dtype, device=mean.device) / K - 1
+        cdf = _normal_cdf((edges - mean[..., None]) / std[..., None])
+        return (1 - 1 / K) - (2 / K) * cdf.sum(-1)
 
     # ---- data checks and targets ----------------------------------------------------------------
     def _sample_u(self, batch: int, like: Tensor, generator) -> Float[Tensor, " B"]:
@@ -635,6 +768,101 @@ class BFN(nn.Module):
                       f"(num_classes={K})")
         _, dtype = _device_dtype(self.model, x.device, None)
         return F.one_hot(x.long(), K).to(dtype)
+
+
+# ---- conditioning by inference (the same helpers live in bsi.py) ------------------------------
+def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tensor,
+                          target: Tensor, iters: int, pred: Tensor | None = None) -> Tensor:
+    """E[z_u | inp, z_o = target] ≈ f_u + J_uo·J_oo⁻¹·(target − f_o) with J = ∂f/∂inp.
+
+    For a posterior mean f of an exponential-family belief, J is the posterior covariance up
+    to a positive factor (Tweedie; for discrete data f = p̂(ln θ) and J = Cov[e_x | θ]), so
+    this is Gaussian conditioning of the posterior on the observed entries ``obs`` (inputs and
+    outputs share one shape; each example maps independently). J_oo⁻¹ is applied per example
+    by conjugate gradients, one forward-mode Jacobian-vector product per iteration, at most
+    ``iters`` of them, stopping once the residual is 1e-6 of the initial one or pᵀJ_oo p ≤ 0
+    (0 where x̂ is clipped).
+    """
+    pred = f(inp) if pred is None else pred  # f(inp) when the caller has it already
+    r = torch.where(obs, target - pred, 0.0)
+    p, correction = r, torch.zeros_like(pred)
+    rs = _sum_dims(r * r)
+    stop = 1e-12 * rs
+    active = rs > stop  # examples still iterating: not converged, no breakdown (pᵀJp ≤ 0)
+    for _ in range(iters):
+        if not bool(active.any()):
+            break
+        jp = _jvp(f, inp, p)
+        jp_o = torch.where(obs, jp, 0.0)
+        pap = _sum_dims(p * jp_o)
+        active = active & (pap > 0)
+        step = torch.where(active, rs / pap.clamp_min(1e-300), 0.0)
+        correction = correction + _bcast(step, jp) * jp  # J·v accumulated, v = Σ step·p
+        r = r - _bcast(step, jp_o) * jp_o
+        rs_new = _sum_dims(r * r)
+        p = r + _bcast(torch.where(active, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
+        rs = rs_new
+        active = active & (rs > stop)
+    return pred + correction
+
+
+def _jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
+    """J·v for J = ∂f/∂x by forward-mode AD (one pass of f on dual numbers; works under
+    no_grad)."""
+    with forward_ad.dual_level():
+        with warnings.catch_warnings():  # torch's first make_dual scripts decompositions
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated",
+                                    FutureWarning)
+            dual = forward_ad.make_dual(x, v)
+        try:  # attention by the math kernel: the fused ones have no forward-AD formulas
+            with sdpa_kernel(SDPBackend.MATH):
+                out = f(dual)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"inpaint='tweedie' needs forward-mode AD through the network, "
+                             f"which failed ({str(e).splitlines()[0]}); use inpaint='replace'"
+                             ) from e
+        tangent = forward_ad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
+
+
+def _broadcast_observed(observed, mask, shape: tuple[int, ...], name: str
+                        ) -> tuple[Tensor, Tensor]:
+    """(mask, observed) expanded to ``shape`` after checking types and shapes."""
+    if observed is None or mask is None:
+        raise ValueError(f"{name}: observed= and mask= go together; pass both (mask True where "
+                         "observed holds known values)")
+    if not torch.is_tensor(observed) or not torch.is_tensor(mask):
+        raise ValueError(f"{name}: observed and mask must be tensors, got "
+                         f"{type(observed).__name__} and {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name}: mask must be a bool tensor (True where observed holds known "
+                         f"values), got dtype {mask.dtype}; use mask.bool() or mask > 0.5")
+    want = ", ".join(map(str, shape))
+    for label, v in (("observed", observed), ("mask", mask)):
+        try:
+            ok = torch.broadcast_shapes(v.shape, shape) == torch.Size(shape)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: {label} of shape {tuple(v.shape)} does not broadcast to "
+                             f"the samples' shape ({want}); give it shape ({want}) or drop "
+                             "leading dimensions")
+    return mask.expand(shape), observed.expand(shape)
+
+
+def _check_observed_values(x_o: Tensor, obs: Tensor, lo: float, hi: float, name: str,
+                           fix: str) -> None:
+    """The observed entries (where ``obs``) are finite and inside [lo, hi]."""
+    if not bool(obs.any()):
+        return
+    known = x_o[obs].double()
+    if not bool(torch.isfinite(known).all()):
+        raise ValueError(f"{name}: observed holds NaN or infinite values where mask is True; "
+                         "only the masked entries must be valid")
+    a, b = known.min().item(), known.max().item()
+    if a < lo or b > hi:
+        raise ValueError(f"{name}: observed holds values in [{a:.3g}, {b:.3g}] where mask is "
+                         f"True; {fix}")
 
 
 # ---- small helpers ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,8 +23,13 @@ import torch
 from einops import rearrange, repeat
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.autograd import forward_ad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Schedule = Literal["linear", "cosine", "edm", "edm7"]
+Inpaint = Literal["tweedie", "replace"]
+# callback(step, t, x_hat) -> None: called once per network call of a sampler
+Callback = Callable[[int, float, Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -284,51 +290,122 @@ class BSI(nn.Module):
     @torch.no_grad()
     def sample(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                schedule: Schedule | None = None, generator=None, device=None, dtype=None,
+               callback: Callback | None = None, observed: Tensor | None = None,
+               mask: Tensor | None = None, inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
                **model_kwargs) -> Float[Tensor, " n *D"]:
         """k-step BSI sampler: x̂ = x̂(μ, t_i); y = x̂ + α_i^(−1/2)·ε;
-        μ ← (α_i·y + λ_i·μ)/λ_{i+1}; return x̂(μ, 1). k + 1 network calls."""
+        μ ← (α_i·y + λ_i·μ)/λ_{i+1}; return x̂(μ, 1). k + 1 network calls.
+
+        ``callback(step, t, x_hat)`` is called after each of the k + 1 network calls (step
+        0 … k, t the network time as a float, x̂ the current prediction (n, *D); the last call
+        has t = 1 and the sample). It may not modify x̂.
+
+        Conditioning by inference: with ``observed`` (values, broadcastable to (n, *D)) and
+        ``mask`` (bool, broadcastable to (n, *D), True where ``observed`` holds known values)
+        the known entries are observed exactly — they come back equal to ``observed`` — and the
+        rest is drawn from the conditional distribution. ``inpaint="tweedie"`` (default)
+        corrects the unknown part of x̂ by the posterior covariance: Cov[x | μ] = J/(a·λ) with
+        J = ∂x̂/∂μ for the belief μ = a·x + λ^(−1/2)·ε (Tweedie), so E[x_u | μ, x_o] ≈
+        x̂_u + J_uo·J_oo⁻¹·(x_o − x̂_o), exact for Gaussian data; J_oo⁻¹ is applied by at most
+        ``inpaint_iters`` conjugate-gradient iterations, each one Jacobian-vector product
+        (forward-mode AD through the network), so a step costs one network call plus up to
+        ``inpaint_iters`` JVPs (CG stops early once converged: one JVP when one coordinate per
+        example is known). ``inpaint="replace"`` is the cheap baseline (one network call per
+        step): the known part of μ is re-drawn from q(μ | x_o, λ) at every step, which leaves
+        the unknown part biased towards the unconditional distribution.
+        """
         return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, False,
-                                 model_kwargs)["x"]
+                                 model_kwargs, callback, observed, mask, inpaint,
+                                 inpaint_iters)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                        schedule: Schedule | None = None, generator=None, device=None, dtype=None,
-                       **model_kwargs) -> dict[str, Tensor]:
+                       callback: Callback | None = None, observed: Tensor | None = None,
+                       mask: Tensor | None = None, inpaint: Inpaint = "tweedie",
+                       inpaint_iters: int = 4, **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every belief mean μ_i (k + 1), prediction x̂_i (k + 1, the last being
-        the sample) and measurement y_i (k), stacked on dim 0; the sample itself under ``"x"``."""
+        the sample) and measurement y_i (k), stacked on dim 0; the sample itself under ``"x"``.
+        Other arguments as for :meth:`sample`."""
         return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, True,
-                                 model_kwargs)
+                                 model_kwargs, callback, observed, mask, inpaint, inpaint_iters)
 
     def _run_sampler(self, n_samples, k, t, schedule, generator, device, dtype, keep: bool,
-                     model_kwargs: dict) -> dict[str, Tensor]:
+                     model_kwargs: dict, callback: Callback | None = None,
+                     observed: Tensor | None = None, mask: Tensor | None = None,
+                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4
+                     ) -> dict[str, Tensor]:
         n_samples = _count(n_samples, "n_samples")
         device, dtype = _device_dtype(self.model, device, dtype)
+        shape = (n_samples, *self.data_shape)
+        cond = self._check_observed(observed, mask, shape, device, dtype, inpaint,
+                                    inpaint_iters)
         # The per-step constants in float64 on the host, moved once: the loop never syncs.
         ts64 = self.schedule_t(k, t, torch.empty((), dtype=torch.float64), schedule)
         lams = self.icdf(ts64)
         alphas = lams[1:] - lams[:-1]
         ts, noise_std, weight = (v.to(device=device, dtype=dtype) for v in
                                  (ts64, alphas.rsqrt(), alphas / lams[1:]))
-        shape = (n_samples, *self.data_shape)
+        t_host = ts64.tolist()
+        # re-noising the known part ("replace"): μ_o ~ q(μ | x_o, λ_{i+1}) = N(a·x_o, λ⁻¹)
+        a_next = ((lams[1:] - self.lambda_0) / lams[1:]).tolist()
+        std_next = lams[1:].rsqrt().tolist()
 
         def randn() -> Tensor:
             return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
+        def prediction(mu: Tensor, t_i: Tensor) -> Tensor:
+            t_b = t_i.expand(n_samples)
+            if cond is None:
+                return self.predict(mu, t_b, **model_kwargs)
+            obs, x_o = cond
+            if inpaint == "tweedie":
+                x_hat = _condition_prediction(lambda m: self.predict(m, t_b, **model_kwargs),
+                                              mu, obs, x_o, inpaint_iters)
+            else:
+                x_hat = self.predict(mu, t_b, **model_kwargs)
+            return torch.where(obs, x_o, x_hat)
+
         mu = self.lambda_0 ** -0.5 * randn()
         hist: dict[str, list[Tensor]] = {"mu": [mu], "x_hat": [], "y": []}
         for i in range(ts.numel() - 1):
-            x_hat = self.predict(mu, ts[i].expand(n_samples), **model_kwargs)
+            x_hat = prediction(mu, ts[i])
+            if callback is not None:
+                callback(i, t_host[i], x_hat)
             y = torch.addcmul(x_hat, noise_std[i], randn())  # x̂ + α_i^(−1/2)·ε
             mu = torch.lerp(mu, y, weight[i])  # (α_i·y + λ_i·μ)/λ_{i+1}, weight = α_i/λ_{i+1}
+            if cond is not None and inpaint == "replace":
+                mu = torch.where(cond[0], a_next[i] * cond[1] + std_next[i] * randn(), mu)
             if keep:
                 hist["mu"].append(mu)
                 hist["x_hat"].append(x_hat)
                 hist["y"].append(y)
-        x = self.predict(mu, torch.ones(n_samples, device=device, dtype=dtype), **model_kwargs)
+        x = prediction(mu, torch.ones((), device=device, dtype=dtype))
+        if callback is not None:
+            callback(ts.numel() - 1, t_host[-1], x)
         if not keep:
             return {"x": x}
         hist["x_hat"].append(x)
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
+
+    def _check_observed(self, observed, mask, shape: tuple[int, ...], device, dtype,
+                        inpaint, inpaint_iters) -> tuple[Tensor, Tensor] | None:
+        """(mask, observed) broadcast to the samples' shape, after checking them; None when
+        neither is given."""
+        if inpaint not in ("tweedie", "replace"):
+            raise ValueError(f"inpaint must be 'tweedie' or 'replace', got {inpaint!r}")
+        _count(inpaint_iters, "inpaint_iters")
+        if observed is None and mask is None:
+            return None
+        obs, x_o = _broadcast_observed(observed, mask, shape, "BSI")
+        if not x_o.is_floating_point():
+            raise ValueError(f"BSI: observed must be floating-point data, got dtype {x_o.dtype}; "
+                             "convert it with observed.float()")
+        d = self.discretization
+        lo, hi = (-math.inf, math.inf) if d is None else (d.min - d.bin_width / 2,
+                                                          d.max + d.bin_width / 2)
+        _check_observed_values(x_o, obs, lo, hi, "BSI")
+        return obs.to(device), x_o.to(device=device, dtype=dtype)
 
     # ---- input checks -------------------------------------------------------------------------
     def _check_data(self, x: Tensor) -> None:
@@ -346,6 +423,101 @@ class BSI(nn.Module):
             _check_values(x, d.min - tol, d.max + tol,
                           f"the discretization expects [{d.min}, {d.max}]; rescale it "
                           "(e.g. 2·x − 1 for data in [0, 1]) or change discretization=")
+
+# ---- conditioning by inference (the same helpers live in bfn.py) ------------------------------
+def _condition_prediction(f: Callable[[Tensor], Tensor], inp: Tensor, obs: Tensor,
+                          target: Tensor, iters: int, pred: Tensor | None = None) -> Tensor:
+    """E[z_u | inp, z_o = target] ≈ f_u + J_uo·J_oo⁻¹·(target − f_o) with J = ∂f/∂inp.
+
+    For a posterior mean f(μ) = E[z | μ] of a belief μ = a·z + λ^(−1/2)·ε, J = a·λ·Cov[z | μ]
+    (Tweedie), so this is Gaussian conditioning of the posterior on the observed entries ``obs``
+    (exact for Gaussian data; the factor a·λ cancels). ``f`` must map each example
+    independently (inputs and outputs of one shape, no batch coupling). J_oo⁻¹ is applied
+    per example by conjugate gradients, one forward-mode Jacobian-vector product per iteration,
+    at most ``iters`` of them, stopping once the residual is 1e-6 of the initial one or
+    pᵀJ_oo·p ≤ 0 (J_oo is symmetric positive semi-definite for an exact posterior mean).
+    """
+    pred = f(inp) if pred is None else pred  # f(inp) when the caller has it already
+    r = torch.where(obs, target - pred, 0.0)
+    p, correction = r, torch.zeros_like(pred)
+    rs = _sum_dims(r * r)
+    stop = 1e-12 * rs
+    active = rs > stop  # examples still iterating: not converged, no breakdown (pᵀJp ≤ 0)
+    for _ in range(iters):
+        if not bool(active.any()):
+            break
+        jp = _jvp(f, inp, p)
+        jp_o = torch.where(obs, jp, 0.0)
+        pap = _sum_dims(p * jp_o)
+        active = active & (pap > 0)
+        step = torch.where(active, rs / pap.clamp_min(1e-300), 0.0)
+        correction = correction + _bcast(step, jp) * jp  # J·v accumulated, v = Σ step·p
+        r = r - _bcast(step, jp_o) * jp_o
+        rs_new = _sum_dims(r * r)
+        p = r + _bcast(torch.where(active, rs_new / rs.clamp_min(1e-300), 0.0), p) * p
+        rs = rs_new
+        active = active & (rs > stop)
+    return pred + correction
+
+
+def _jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
+    """J·v for J = ∂f/∂x by forward-mode AD (one pass of f on dual numbers; works under
+    no_grad)."""
+    with forward_ad.dual_level():
+        with warnings.catch_warnings():  # torch's first make_dual scripts decompositions
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated",
+                                    FutureWarning)
+            dual = forward_ad.make_dual(x, v)
+        try:  # attention by the math kernel: the fused ones have no forward-AD formulas
+            with sdpa_kernel(SDPBackend.MATH):
+                out = f(dual)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"inpaint='tweedie' needs forward-mode AD through the network, "
+                             f"which failed ({str(e).splitlines()[0]}); use inpaint='replace'"
+                             ) from e
+        tangent = forward_ad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
+
+
+def _broadcast_observed(observed, mask, shape: tuple[int, ...], name: str
+                        ) -> tuple[Tensor, Tensor]:
+    """(mask, observed) expanded to ``shape`` after checking types and shapes."""
+    if observed is None or mask is None:
+        raise ValueError(f"{name}: observed= and mask= go together; pass both (mask True where "
+                         "observed holds known values)")
+    if not torch.is_tensor(observed) or not torch.is_tensor(mask):
+        raise ValueError(f"{name}: observed and mask must be tensors, got "
+                         f"{type(observed).__name__} and {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name}: mask must be a bool tensor (True where observed holds known "
+                         f"values), got dtype {mask.dtype}; use mask.bool() or mask > 0.5")
+    want = ", ".join(map(str, shape))
+    for label, v in (("observed", observed), ("mask", mask)):
+        try:
+            ok = torch.broadcast_shapes(v.shape, shape) == torch.Size(shape)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: {label} of shape {tuple(v.shape)} does not broadcast to "
+                             f"the samples' shape ({want}); give it shape ({want}) or drop "
+                             "leading dimensions")
+    return mask.expand(shape), observed.expand(shape)
+
+
+def _check_observed_values(x_o: Tensor, obs: Tensor, lo: float, hi: float, name: str) -> None:
+    """The observed entries (where ``obs``) are finite and inside [lo, hi]."""
+    if not bool(obs.any()):
+        return
+    known = x_o[obs].double()
+    if not bool(torch.isfinite(known).all()):
+        raise ValueError(f"{name}: observed holds NaN or infinite values where mask is True; "
+                         "only the masked entries must be valid")
+    a, b = known.min().item(), known.max().item()
+    if a < lo or b > hi:
+        raise ValueError(f"{name}: observed holds values in [{a:.3g}, {b:.3g}] where mask is "
+                         f"True, outside the data range [{lo:.3g}, {hi:.3g}]; rescale it "
+                         "(e.g. 2·x − 1 for data in [0, 1])")
+
 
 def _check_batch(x, data_shape: tuple[int, ...], model) -> None:
     """x is a non-empty tensor (B, *data_shape) that holds values on the model's device."""

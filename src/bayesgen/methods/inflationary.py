@@ -48,6 +48,8 @@ from bayesgen.methods.ode import (
 from bayesgen.methods.ode import exact_divergence as exact_trace
 
 Inflation = Literal["orig", "constant_inflation_gap"]
+# callback(step, t, x_hat) -> None: called once per solver step (see InflationaryFlow.integrate)
+Callback = Callable[[int, float, Tensor], None]
 
 # Default solve: adaptive dopri5 with rtol = atol = 1e-5 (see InflationaryFlow.encode).
 RTOL = 1e-5
@@ -348,11 +350,16 @@ class InflationaryFlow(nn.Module):
                  **model_kwargs) -> Float[Tensor, "B D"]:
         """pfODE right-hand side for the scaled ES state x (spec, authors' ES flow):
         dx/dt = (ṡ/s + ½γ̇/γ) ⊙ x − ½·s·(γ̇/γ) ⊙ D(x/s, t)."""
+        return self._velocity(x, t, model_kwargs)[0]
+
+    def _velocity(self, x: Tensor, t: float | Tensor, model_kwargs: dict
+                  ) -> tuple[Tensor, Tensor]:
+        """(dx/dt, D(x/s, t) in ES)."""
         t = _t_batch(t, x)
         s, s_dot = self.schedule.s(t)[:, None], self.schedule.s_dot(t)[:, None]
         rate = self.schedule.gamma_rate(x)
         denoised = self.denoise_es(x / s, t, **model_kwargs)
-        return (s_dot / s + 0.5 * rate) * x - 0.5 * s * rate * denoised
+        return (s_dot / s + 0.5 * rate) * x - 0.5 * s * rate * denoised, denoised
 
     # ---- training -----------------------------------------------------------------------------
     def sample_t(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -410,14 +417,32 @@ class InflationaryFlow(nn.Module):
 
     def integrate(self, x: Float[Tensor, "B D"], grid: Tensor, solver: Solver = "adaptive",
                   rtol: float = RTOL, atol: float = ATOL, return_trajectory: bool = False,
-                  **model_kwargs) -> ODEResult:
+                  callback: Callback | None = None, **model_kwargs) -> ODEResult:
         """Solve the pfODE for the scaled ES state along ``grid`` (either direction);
         differentiable, sets ``last_nfe``. The adaptive solver's absolute tolerance is per ES
         dim, atol·σ_i (:meth:`state_scale`), so that every direction — the compressed ones of
-        a PR-reducing flow included — is resolved to the same relative accuracy."""
+        a PR-reducing flow included — is resolved to the same relative accuracy.
+
+        ``callback(step, t, x_hat)`` gets the denoiser's prediction x̂ = D(x/s, t) in data
+        coordinates (B, *S): once per step at the step's start time for the fixed-step solvers
+        (Euler: every evaluation; Heun: its first evaluation of each step), and once per
+        function evaluation for the adaptive one (step = evaluation index, rejected trial
+        steps and dopri5's intermediate stages included, so t is not monotone; the initial
+        step-size probe may even lie outside the interval)."""
         _check_tolerances(rtol, atol)
-        res = solve(lambda t, xt: self.velocity(xt, t, **model_kwargs), x, grid, solver,
-                    rtol, atol * self.state_scale(grid), return_trajectory)
+        evals = 0
+
+        def field(t: Tensor, xt: Tensor) -> Tensor:
+            nonlocal evals
+            v, denoised = self._velocity(xt, t, model_kwargs)
+            if callback is not None and (solver != "heun" or evals % 2 == 0):
+                step = evals // 2 if solver == "heun" else evals
+                callback(step, float(t), self.schedule.from_es(denoised))
+            evals += 1
+            return v
+
+        res = solve(field, x, grid, solver, rtol, atol * self.state_scale(grid),
+                    return_trajectory)
         self.last_nfe = res.nfe
         return res
 
@@ -451,13 +476,16 @@ class InflationaryFlow(nn.Module):
     def decode(self, z: Float[Tensor, "B D"], solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, return_trajectory: bool = False,
+               callback: Callback | None = None,
                **model_kwargs) -> Float[Tensor, " B *S"] | ODEResult:
         """Generation: integrate the latents z (scaled ES, B × D) backward from t_max to
         t_start and map x̃ = x/s to data coordinates. With ``return_trajectory`` the
-        :class:`ODEResult` whose ``x`` is the data and ``trajectory`` the scaled ES states."""
+        :class:`ODEResult` whose ``x`` is the data and ``trajectory`` the scaled ES states.
+        ``callback(step, t, x_hat)``: see :meth:`integrate`."""
         self._check_data(z, "z")
         grid = self.time_grid(solver, n_steps, h, grid, like=z).flip(0)
-        res = self.integrate(z, grid, solver, rtol, atol, return_trajectory, **model_kwargs)
+        res = self.integrate(z, grid, solver, rtol, atol, return_trajectory, callback,
+                             **model_kwargs)
         x = self.schedule.from_es(res.x / self.schedule.s(grid[-1]))
         if return_trajectory:
             return ODEResult(x, res.nfe, res.trajectory, res.times)
@@ -504,18 +532,24 @@ class InflationaryFlow(nn.Module):
                generator: torch.Generator | None = None, solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, device=None, dtype=None,
-               **model_kwargs) -> Float[Tensor, " n *S"]:
+               callback: Callback | None = None, **model_kwargs) -> Float[Tensor, " n *S"]:
         """decode(z) for latents z ~ :meth:`sample_latents` (dtype/device of the model's
-        parameters unless given; float32 on CPU for parameter-free models)."""
+        parameters unless given; float32 on CPU for parameter-free models).
+
+        ``callback(step, t, x_hat)`` gets the denoised prediction in data coordinates once per
+        solver step (Euler, Heun: n_steps calls, t from t_max down) or once per function
+        evaluation (adaptive: ``last_nfe`` calls); see :meth:`integrate`."""
         z = self.sample_latents(n_samples, eps, generator, device, dtype)
-        return self.decode(z, solver, n_steps, h, grid, rtol, atol, **model_kwargs)
+        return self.decode(z, solver, n_steps, h, grid, rtol, atol, callback=callback,
+                           **model_kwargs)
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, eps: float | None = None,
                        generator: torch.Generator | None = None, solver: Solver = "adaptive",
                        n_steps: int | None = None, h: float | None = None,
                        grid: Tensor | None = None, rtol: float = RTOL, atol: float = ATOL,
-                       device=None, dtype=None, **model_kwargs) -> dict[str, Tensor]:
+                       device=None, dtype=None, callback: Callback | None = None,
+                       **model_kwargs) -> dict[str, Tensor]:
         """The generation trajectory stacked on dim 0 at times ``"t"`` (t_max → t_start; 100
         frames for the adaptive solver unless n_steps / h / grid say otherwise): ``"xs"`` the
         scaled states W·x in the data layout, ``"tilde_xs"`` the unscaled states W·x/s + μ in
@@ -526,7 +560,7 @@ class InflationaryFlow(nn.Module):
         if solver == "adaptive" and n_steps is None and h is None and grid is None:
             n_steps = 100
         res = self.decode(z, solver, n_steps, h, grid, rtol, atol, return_trajectory=True,
-                          **model_kwargs)
+                          callback=callback, **model_kwargs)
         frames, times = res.trajectory.flatten(0, 1), res.times.repeat_interleave(n_samples)
         s = self.schedule.s(times)[:, None]
         shape = (times.numel() // n_samples, n_samples, *self.data_shape)

@@ -49,6 +49,8 @@ from torch import Tensor, nn
 from bayesgen.methods.bsi import Discretization
 
 Parameterization = Literal["eps", "x"]
+# callback(step, t, x_hat) -> None: called once per network call of a sampler
+Callback = Callable[[int, float, Tensor], None]
 
 SNR_MIN = math.exp(-5.0)  # ≈ 6.738e-3: α_1² ≈ 0.0067 of the data is left at t = 1
 SNR_MAX = math.exp(13.3)  # ≈ 597195.6: σ_0/α_0 ≈ 1.3e-3 at t = 0
@@ -273,23 +275,29 @@ class VDM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
-               generator=None, device=None, dtype=None, **model_kwargs) -> Float[Tensor, " n *D"]:
+               generator=None, device=None, dtype=None, callback: Callback | None = None,
+               **model_kwargs) -> Float[Tensor, " n *D"]:
         """k-step ancestral sampler: z_1 ~ N(0, I); for t = t_k … t_1 (s the next lower time)
-        z_s ~ q(z_s | z_t, x̂(z_t, t)); return z_0/α_0. k network calls."""
+        z_s ~ q(z_s | z_t, x̂(z_t, t)); return z_0/α_0. k network calls.
+
+        ``callback(step, t, x_hat)`` is called after each of the k network calls (step 0 …
+        k − 1, t from 1 down to t_1 as a float) with the prediction x̂(z_t, t) (n, *D)."""
         return self._run_sampler(n_samples, k, t, generator, device, dtype, False,
-                                 model_kwargs)["x"]
+                                 model_kwargs, callback)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
-                       generator=None, device=None, dtype=None,
+                       generator=None, device=None, dtype=None, callback: Callback | None = None,
                        **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every latent ``"z"`` (k + 1, z_1 first), prediction ``"x_hat"`` (k + 1,
         the last being the sample z_0/α_0) and time ``"t"`` (k + 1, from 1 down to 0), stacked on
-        dim 0; the sample itself under ``"x"``."""
-        return self._run_sampler(n_samples, k, t, generator, device, dtype, True, model_kwargs)
+        dim 0; the sample itself under ``"x"``. ``callback`` as for :meth:`sample`."""
+        return self._run_sampler(n_samples, k, t, generator, device, dtype, True, model_kwargs,
+                                 callback)
 
     def _run_sampler(self, n_samples, k, t, generator, device, dtype, keep: bool,
-                     model_kwargs: dict) -> dict[str, Tensor]:
+                     model_kwargs: dict, callback: Callback | None = None
+                     ) -> dict[str, Tensor]:
         n_samples = _count(n_samples, "n_samples")
         device, dtype = _device_dtype(self.model, device, dtype)
         # q(z_s | z_t, x) = N(α_s·lerp(z_t/α_t, x, c), σ_s²·c·I), c = 1 − SNR(t)/SNR(s)
@@ -307,6 +315,7 @@ class VDM(nn.Module):
             a, b = ratio * (1 - c), self.alpha(t_lo) * c
         noise_std = self.sigma(t_lo) * c.sqrt()
         ts_d, a, b, noise_std = (v.to(device=device, dtype=dtype) for v in (ts, a, b, noise_std))
+        t_host = ts.tolist()
         final_scale = math.sqrt(1 + math.exp(self.gamma_0))  # 1/α_0, α_0² = sigmoid(−γ(0))
         shape = (n_samples, *self.data_shape)
 
@@ -318,10 +327,13 @@ class VDM(nn.Module):
         for i in range(ts.numel() - 1):
             t_i = ts_d[i].expand(n_samples)
             out = self.model(z, t_i, **model_kwargs)
-            if keep:
-                hist["x_hat"].append(out if self.parameterization == "x" else
-                                     (z - _bcast(self.sigma(t_i), z) * out)
-                                     / _bcast(self.alpha(t_i), z))
+            if keep or callback is not None:
+                x_hat = out if self.parameterization == "x" else (
+                    (z - _bcast(self.sigma(t_i), z) * out) / _bcast(self.alpha(t_i), z))
+                if keep:
+                    hist["x_hat"].append(x_hat)
+                if callback is not None:
+                    callback(i, t_host[i], x_hat)
             z = torch.addcmul(torch.addcmul(a[i] * z, b[i], out), noise_std[i], randn())
             if keep:
                 hist["z"].append(z)
