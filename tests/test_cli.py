@@ -129,3 +129,30 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     assert step > 0
     assert main(["train", f"from_ckpt={run}", f"trainer.max_steps={step + 2}"]) == 0
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == step + 2
+
+
+def test_sample_inpaints_pictures_and_shows_progress(run_dir, tmp_path, capsys):
+    """`bayesgen sample … inpaint=IMAGE mask=MASK`: the known pixels come back exactly, with a
+    progress bar on stderr; a lone mask= and a method without conditioning are refused."""
+    from PIL import Image
+
+    grey = (torch.arange(64).reshape(8, 8) * 4).to(torch.uint8)
+    Image.fromarray(grey.numpy(), mode="L").save(tmp_path / "image.png")
+    white = torch.zeros(8, 8, dtype=torch.uint8)
+    white[:4] = 255  # top half known
+    Image.fromarray(white.numpy(), mode="L").save(tmp_path / "mask.png")
+    for variant in ("tweedie", "replace"):
+        out = tmp_path / variant
+        assert main(["sample", f"ckpt={run_dir}", "n=3", "k=3", f"out={out}",
+                     f"inpaint={tmp_path / 'image.png'}", f"mask={tmp_path / 'mask.png'}",
+                     f"conditioning={variant}", "animation=none"]) == 0
+        x = torch.load(out / "samples.pt")
+        known = (2 * grey.float() / 255 - 1)[:4]
+        assert torch.equal(x[:, 0, :4], known.expand(3, 4, 8))
+        captured = capsys.readouterr()
+        assert f"({variant}; 32 known values)" in captured.out and "sampling 3" in captured.err
+    assert main(["sample", f"ckpt={run_dir}", f"mask={tmp_path / 'mask.png'}"]) == 2
+    assert "inpaint= and mask= go together" in capsys.readouterr().err
+    assert main(["sample", f"ckpt={run_dir}", "n=2", "k=2", "progress=false",
+                 f"out={tmp_path / 'quiet'}", "animation=none"]) == 0
+    assert "sampling" not in capsys.readouterr().err

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 from bayesgen.cli.options import (
+    BOOL,
     DEVICE,
     FLOAT,
     INT,
@@ -24,9 +25,17 @@ SAMPLER = [
     Option("n_steps", POSITIVE_INT, help="sampling steps (BFN); default: the run's"),
     Option("schedule", choice("linear", "cosine", "edm", "edm7"), help="BSI's step schedule"),
 ]
-# Hook for conditioning (inpaint=IMAGE mask=MASK, progress=…): append Options here and turn
-# them into keyword arguments of the method's sample in `extra_sample_kwargs`.
-EXTRA_OPTIONS: list[Option] = []
+# Conditioning by inference (methods' observed=/mask=) and the progress bar.
+EXTRA_OPTIONS: list[Option] = [
+    Option("inpaint", PATH, help="picture of known values (with mask=): the rest is sampled "
+           "by inference (BSI, BFN)"),
+    Option("mask", PATH, help="picture, white (≥ 128) where inpaint= is known"),
+    Option("prefix", text("TEXT"), help="text every sample starts with (discrete BFN on text)"),
+    Option("conditioning", choice("tweedie", "replace"), "tweedie",
+           "with inpaint=/prefix=: tweedie (the conditional, about 2 network calls a step) or "
+           "replace (1 call a step, biased)"),
+    Option("progress", BOOL, True, "progress bar on stderr"),
+]
 
 
 def accepts(fn, name: str) -> bool:
@@ -45,9 +54,30 @@ def sampler_kwargs(cfg, method, opts: dict) -> dict:
     return kwargs
 
 
-def extra_sample_kwargs(opts: dict, task) -> dict:
-    """Keyword arguments of ``EXTRA_OPTIONS`` for the method's ``sample`` (none yet)."""
-    return {}
+def extra_sample_kwargs(opts: dict, task, info) -> dict:
+    """``observed``/``mask``/``inpaint`` for the method's ``sample`` from ``inpaint=`` and
+    ``mask=`` (pictures) or ``prefix=`` (text); {} without them."""
+    pictures = [k for k in ("inpaint", "mask") if opts.get(k)]
+    if len(pictures) == 1:
+        raise UsageError("inpaint= and mask= go together: the picture of known values and the "
+                         "mask, white where they are known")
+    if not pictures and not opts.get("prefix"):
+        return {}
+    if pictures and opts.get("prefix"):
+        raise UsageError("give inpaint=/mask= (pictures) or prefix= (text), not both")
+    if not accepts(task.method.sample, "observed"):
+        raise UsageError(f"{'inpaint=' if pictures else 'prefix='} needs a method that "
+                         f"conditions by inference (BSI or BFN), not {type(task.method).__name__}")
+    from bayesgen.run import load_inpainting, text_prefix
+
+    try:
+        observed, mask = (load_inpainting(opts["inpaint"], opts["mask"], info) if pictures
+                          else text_prefix(opts["prefix"], info))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    device = next(task.method.parameters()).device
+    return {"observed": observed[None].to(device), "mask": mask[None].to(device),
+            "inpaint": opts["conditioning"]}
 
 
 def set_guidance(task, scale: float) -> None:
@@ -68,22 +98,31 @@ def fmt(kwargs: dict) -> str:
 
 
 def run(opts: dict) -> int:
+    from bayesgen.run import progress_callback, sampler_steps
     from bayesgen.training.build import build_datamodule, load_checkpoint, resolve_device
     from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.outputs import sample_labels, write_samples
 
     cfg, task, path = load_checkpoint(opts["ckpt"])
     task.to(resolve_device(opts["device"]))
+    info = build_datamodule(cfg).info
     sample_kwargs = sampler_kwargs(cfg, task.method, opts)
-    sample_kwargs |= extra_sample_kwargs(opts, task)
+    condition = extra_sample_kwargs(opts, task, info)
     if opts["guidance"] is not None:
         set_guidance(task, opts["guidance"])
     n = opts["n"]
     labels = sample_labels(task, n, opts["label"])  # label= without classes is refused here
     out = Path(opts["out"] or run_dir_of(path) / "samples")
-    paths = write_samples(task.method, build_datamodule(cfg).info, out, n=n,
-                          sample_kwargs=sample_kwargs, model_kwargs=labels,
-                          frames=opts["frames"], animation=opts["animation"], seed=opts["seed"])
+    steps = sampler_steps(task.method, **sample_kwargs)
+    with progress_callback(steps, f"sampling {n}", disable=not opts["progress"]) as tick:
+        paths = write_samples(task.method, info, out, n=n,
+                              sample_kwargs=sample_kwargs | condition | {"callback": tick},
+                              model_kwargs=labels, frames=opts["frames"],
+                              animation=opts["animation"], seed=opts["seed"])
+    if condition:
+        what = f"prefix {opts['prefix']!r}" if opts.get("prefix") else opts["inpaint"]
+        print(f"conditioned on {what} ({condition['inpaint']}; "
+              f"{int(condition['mask'].sum())} known values)")
     nfe = getattr(task.method, "last_nfe", None)
     print(f"drew {n} samples ({fmt(sample_kwargs)})"
           + (f"; {nfe} network evaluations" if nfe is not None else ""))
