@@ -88,3 +88,25 @@ def pick_frames(history: Tensor, n_frames: int) -> Tensor:
     """``n_frames`` evenly spaced entries along dim 0 of a stacked history, first and last kept."""
     idx = torch.linspace(0, history.shape[0] - 1, min(n_frames, history.shape[0])).round().long()
     return history[idx]
+
+
+def pick_frames_by_change(history: Tensor, n_frames: int) -> Tensor:
+    """``n_frames`` entries along dim 0 of a stacked history, first and last kept, spaced evenly
+    in the accumulated change (mean absolute difference between consecutive entries) rather
+    than in steps: a sampler whose prediction settles early (continuous BFN, whose accuracy
+    β(t) = σ1^(−2t) − 1 grows exponentially in t) is shown while it settles. A steady change
+    gives evenly spaced steps; a history that does not change falls back to even spacing."""
+    n = history.shape[0]
+    if n <= n_frames:
+        return history
+    flat = history.detach().reshape(n, -1).double()
+    change = torch.cat([flat.new_zeros(1), (flat[1:] - flat[:-1]).abs().mean(1).cumsum(0)])
+    if not bool(torch.isfinite(change).all()) or change[-1] <= 0:
+        return pick_frames(history, n_frames)
+    targets = torch.linspace(0, float(change[-1]), n_frames, dtype=torch.float64)
+    idx = torch.searchsorted(change, targets).clamp(max=n - 1)
+    chosen: list[int] = []
+    for k, i in enumerate(idx.tolist()):  # strictly increasing, room left for the rest
+        chosen.append(0 if k == 0 else min(max(i, chosen[-1] + 1), n - n_frames + k))
+    chosen[-1] = n - 1
+    return history[torch.tensor(chosen, device=history.device)]
