@@ -519,8 +519,9 @@ class ImageFolderData(DataSource):
         """List the images and read the first one's size; check it against ``data_shape``."""
         if not self.root.exists():
             raise DatasetNotFoundError(
-                f"{self.root} does not exist; make it with "
-                "bayesgen.data.prepare_image_zip(source, dest) or point root at a folder of images"
+                f"{self.root} does not exist; make it with `bayesgen prepare images source=<a "
+                f"folder, tar, ZIP or the CIFAR-10 tarball> dest={self.root}` or point root at a "
+                "folder of images"
             )
         self.names, self.labels = list_images(self.root)
         n = len(self.names)
@@ -613,8 +614,8 @@ class ImageNetData(DataSource):
             f"{', '.join(map(str, search_dirs(self.folder, self.root)))}. ImageNet cannot be "
             f"downloaded automatically: download Imagenet{r}_train_npz.zip and "
             f"Imagenet{r}_val_npz.zip from https://image-net.org/download-images.php, unzip "
-            "them into one folder SRC and run bayesgen.data.prepare_imagenet(SRC, "
-            f"'{download_dir(self.folder, self.root) / self.filename}', {r})."
+            "them into one folder SRC and run `bayesgen prepare imagenet source=SRC "
+            f"dest={download_dir(self.folder, self.root) / self.filename} resolution={r}`."
         )
 
     def prepare(self) -> None:
