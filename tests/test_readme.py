@@ -126,9 +126,11 @@ RUN: dict[str, Run] = {
     "bayesgen train experiment=cifar10-vdm trainer=ddp trainer.devices=4 trainer.num_nodes=2":
         Run(as_info=True, reason="2 nodes of 4 GPUs: composed and validated by bayesgen info"),
     "bayesgen train experiment=imagenet32-dit trainer=fsdp trainer.devices=8": Run(
-        as_info=True, slow=True, reason="8 GPUs and ImageNet: composed and validated by bayesgen info"),
+        as_info=True, slow=True,
+        reason="8 GPUs and ImageNet: composed and validated by bayesgen info"),
     "bayesgen train experiment=imagenet32-dit trainer.precision=bf16-mixed": Run(
-        as_info=True, slow=True, reason="a GPU and ImageNet: composed and validated by bayesgen info"),
+        as_info=True, slow=True,
+        reason="a GPU and ImageNet: composed and validated by bayesgen info"),
     "torchrun --nproc-per-node 2 -m bayesgen.cli train experiment=digits-bsi trainer.devices=2 "
     "run_dir=runs/x": Run((*TINY_BSI, "trainer.accelerator=cpu"), slow=True,
                           reason="two processes on the CPU (gloo)"),
@@ -267,8 +269,9 @@ class Workspace:
         shutil.copy(run / "checkpoints/last.ckpt", self.root / MNIST_CKPT)
 
     def _my_comparison(self) -> None:
-        from bayesgen.compare import load_preset
         import yaml
+
+        from bayesgen.compare import load_preset
 
         spec = load_preset("tiny", None)
         spec["name"] = "my-comparison"
