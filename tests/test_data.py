@@ -197,7 +197,7 @@ def test_root_resolution_order(monkeypatch, tmp_path):
 
 
 def test_imagenet_missing_file_explains_how_to_prepare(offline, tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="bayesgen prepare imagenet source="):
+    with pytest.raises(DatasetNotFoundError, match="prepare_imagenet"):
         build_datasets("imagenet32", root=tmp_path)
 
 

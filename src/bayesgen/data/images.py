@@ -614,8 +614,8 @@ class ImageNetData(DataSource):
             f"{', '.join(map(str, search_dirs(self.folder, self.root)))}. ImageNet cannot be "
             f"downloaded automatically: download Imagenet{r}_train_npz.zip and "
             f"Imagenet{r}_val_npz.zip from https://image-net.org/download-images.php, unzip "
-            "them into one folder SRC and run `bayesgen prepare imagenet source=SRC "
-            f"dest={download_dir(self.folder, self.root) / self.filename} resolution={r}`."
+            "them into one folder SRC and run bayesgen.data.prepare_imagenet(SRC, "
+            f"'{download_dir(self.folder, self.root) / self.filename}', {r})."
         )
 
     def prepare(self) -> None:
