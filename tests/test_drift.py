@@ -147,3 +147,22 @@ def test_no_citation_of_files_outside_the_repository():
     hits = {str(p.relative_to(root)) for p in files
             if p.is_file() and p.name != "test_drift.py" and pattern.search(p.read_text())}
     assert hits == PENDING & {str(p.relative_to(root)) for p in files if p.is_file()}, hits
+
+
+def test_scatter_pictures_leave_the_matplotlib_backend_alone():
+    """viz.scatter used to switch the process to Agg, which blanked a notebook's inline plots
+    after the first training run."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from bayesgen import viz
+
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend other than Agg, as a notebook's inline one is
+    try:
+        picture = viz.scatter(torch.randn(50, 2), reference=torch.randn(50, 2), title="t",
+                              lims=(-3, 3))
+        assert picture.shape == (400, 400, 3) and picture.dtype == np.uint8
+        assert picture.min() < 100 < picture.max()  # points drawn on white
+        assert viz.scatter(torch.randn(20, 3)).shape == (400, 400, 3)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(original)

@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 # a training run shrunk to seconds: any of these replaces the README's value or is appended
-TINY = ("net.hidden=32", "net.depth=1", "trainer.max_steps=4", "trainer.val_check_interval=2",
+MLP = ("net.hidden=32", "net.depth=1")
+TINY = ("trainer.max_steps=4", "trainer.val_check_interval=2",
         "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=2",
         "optim.warmup_steps=1", "ema.warmup_steps=1", "sample.n=4", "sample.frames=3",
         "evaluate.max_batches=1", "log_samples.n=0", "data.num_workers=0")
-TINY_BSI = (*TINY, "method.sample_kwargs.k=4", "method.eval_kwargs.n_measure_samples=2")
+TINY_BSI = (*TINY, *MLP, "method.sample_kwargs.k=4", "method.eval_kwargs.n_measure_samples=2")
 BSI_RUN = "runs/digits-bsi/2026-11-24_05-48-07"  # the demo's run in the README's examples
 VDM_RUN = "runs/digits-vdm/2026-12-02_02-52-47"
 MNIST_CKPT = "runs/bench-mnist-sbs/small/checkpoints/step0000300.ckpt"
@@ -103,7 +104,7 @@ RUN: dict[str, Run] = {
     "bayesgen train experiment=mnist-bfn trainer.precision=bf16-mixed compile=true":
         Run((*TINY, "net.net.model_channels=8", "net.net.channel_mult=[1]",
              "net.net.num_res_blocks=1", "data.batch_size=4", "data.eval_batch_size=100",
-             "trainer.max_steps=2", "trainer.limit_test_batches=1",
+             "trainer.max_steps=2",
              "method.sample_kwargs.n_steps=3"),
             slow=True, needs=("shared",),
             reason="MNIST from ../shared/data; torch.compile on a CPU takes minutes"),
@@ -149,12 +150,12 @@ RUN: dict[str, Run] = {
     "bayesgen train data=digits method=vdm method.snr_max=1096.6 net.hidden=1024 "
     "'net.fourier_exponents=[]' optim.lr=1e-3 optim.warmup_steps=200 optim.lr_schedule=cosine "
     "ema.decay=0.999 ema.warmup_steps=200 trainer.max_steps=2000": Run(
-        (*TINY, "method.sample_kwargs.k=4", f"run_dir={VDM_RUN}"), needs=("digits-vdm",)),
+        (*TINY, *MLP, "method.sample_kwargs.k=4", f"run_dir={VDM_RUN}"), needs=("digits-vdm",)),
     f"bayesgen evaluate ckpt={VDM_RUN}": Run(output="form", needs=("digits-vdm",)),
     f"bayesgen evaluate ckpt={VDM_RUN} k=50": Run(output="form", needs=("digits-vdm",)),
     f"bayesgen sample ckpt={VDM_RUN} n=16 k=50": Run(output="form", needs=("digits-vdm",)),
     # ---- compare (several trainings each)
-    "bayesgen compare preset=digits": Run(("steps=2", "samples=8", *TINY[:2]), slow=True),
+    "bayesgen compare preset=digits": Run(("steps=2", "samples=8", *MLP), slow=True),
     "bayesgen compare preset=mnist": Run(("steps=2", "samples=8"), slow=True,
                                          needs=("shared",)),
     "bayesgen compare preset=mnist steps=2000 name=mnist-2k": Run(
@@ -264,7 +265,7 @@ class Workspace:
     def _bench_mnist(self) -> None:
         run = self.root / "runs/bench-mnist-sbs/small"
         self._train("data=binarized_mnist", "method=bfn_discrete", "net=binary_mlp",
-                    *[o for o in TINY if not o.startswith("net.")], "net.net.hidden=16",
+                    *TINY, "net.net.hidden=16",
                     "net.net.depth=1", "method.sample_kwargs.n_steps=3", f"run_dir={run}")
         shutil.copy(run / "checkpoints/last.ckpt", self.root / MNIST_CKPT)
 

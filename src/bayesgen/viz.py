@@ -46,15 +46,17 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
 
 def scatter(points: Tensor, reference: Tensor | None = None, title: str = "",
             lims: Sequence[float] | None = None) -> np.ndarray:
-    """A 2-D or 3-D scatter plot (reference points in grey behind) rendered to an RGB array."""
+    """A 2-D or 3-D scatter plot (reference points in grey behind) rendered to an RGB array.
+    Drawn on a bare ``Figure`` (no pyplot), so the caller's matplotlib backend, e.g. a
+    notebook's inline one, stays as it is."""
     from bayesgen.extras import require
 
-    require("matplotlib", "plots", "a scatter plot of 2-D/3-D samples").use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plots", "a scatter plot of 2-D/3-D samples")
+    from matplotlib.figure import Figure
 
     pts = points.detach().cpu().float().numpy()
     dim = pts.shape[1]
-    fig = plt.figure(figsize=(5, 5), dpi=80)
+    fig = Figure(figsize=(5, 5), dpi=80)
     ax = fig.add_subplot(projection="3d" if dim == 3 else None)
     if reference is not None:
         ref = reference.detach().cpu().float().numpy()
@@ -68,7 +70,6 @@ def scatter(points: Tensor, reference: Tensor | None = None, title: str = "",
         ax.legend(loc="upper right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
