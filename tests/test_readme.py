@@ -132,7 +132,8 @@ RUN: dict[str, Run] = {
     "bayesgen train experiment=imagenet32-dit trainer.precision=bf16-mixed": Run(
         as_info=True, slow=True,
         reason="a GPU and ImageNet: composed and validated by bayesgen info"),
-    "torchrun --nproc-per-node 2 -m bayesgen.cli train experiment=digits-bsi trainer.devices=2 "
+    "torchrun --standalone --nproc-per-node 2 -m bayesgen.cli train experiment=digits-bsi "
+    "trainer.devices=2 "
     "run_dir=runs/x": Run((*TINY_BSI, "trainer.accelerator=cpu"), slow=True,
                           reason="two processes on the CPU (gloo)"),
     # ---- Evaluate, Sample (on a tiny run at the README's path)
