@@ -102,7 +102,7 @@ RUN: dict[str, Run] = {
         Run(TINY_BSI, slow=True),
     "bayesgen train data=moons method=bsi net=mlp": Run(TINY_BSI),
     "bayesgen train experiment=mnist-bfn trainer.precision=bf16-mixed compile=true":
-        Run((*TINY, "net.net.model_channels=8", "net.net.channel_mult=[1]",
+        Run((*TINY, "net.net.model_channels=32", "net.net.channel_mult=[1]",
              "net.net.num_res_blocks=1", "data.batch_size=4", "data.eval_batch_size=100",
              "trainer.max_steps=2",
              "method.sample_kwargs.n_steps=3"),
