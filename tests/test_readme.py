@@ -161,7 +161,7 @@ RUN: dict[str, Run] = {
                                          needs=("shared",)),
     "bayesgen compare preset=mnist steps=2000 name=mnist-2k": Run(
         ("steps=2", "samples=8"), slow=True, needs=("shared",)),
-    "bayesgen compare preset=digits methods=bsi,vdm seconds=120 trainer.val_check_interval=250":
+    "bayesgen compare preset=digits methods=bsi,bfn seconds=120 trainer.val_check_interval=250":
         Run(("seconds=3", "samples=8", "trainer.val_check_interval=2"), slow=True),
     "bayesgen compare config=my-comparison.yaml": Run(("steps=2", "samples=8"), slow=True,
                                                       needs=("my-comparison",)),
@@ -277,6 +277,7 @@ class Workspace:
 
         spec = load_preset("tiny", None)
         spec["name"] = "my-comparison"
+        spec.pop("source", None)  # where load_preset read it from, not a preset key
         (self.root / "my-comparison.yaml").write_text(yaml.safe_dump(spec))
 
     def _images(self, folder: Path, size: int, classes=("cat", "dog"), per_class=3) -> None:
