@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/bayesgen train experiment=digits-bsi
+	@echo "bayesgen is installed in $(VENV): run '. $(VENV)/bin/activate' to put it on your PATH" \
+	    "(or call $(VENV)/bin/bayesgen)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

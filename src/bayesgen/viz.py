@@ -46,15 +46,17 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
 
 def scatter(points: Tensor, reference: Tensor | None = None, title: str = "",
             lims: Sequence[float] | None = None) -> np.ndarray:
-    """A 2-D or 3-D scatter plot (reference points in grey behind) rendered to an RGB array."""
+    """A 2-D or 3-D scatter plot (reference points in grey behind) rendered to an RGB array.
+    Drawn on a bare ``Figure`` (no pyplot), so the caller's matplotlib backend, e.g. a
+    notebook's inline one, stays as it is."""
     from bayesgen.extras import require
 
-    require("matplotlib", "plots", "a scatter plot of 2-D/3-D samples").use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plots", "a scatter plot of 2-D/3-D samples")
+    from matplotlib.figure import Figure
 
     pts = points.detach().cpu().float().numpy()
     dim = pts.shape[1]
-    fig = plt.figure(figsize=(5, 5), dpi=80)
+    fig = Figure(figsize=(5, 5), dpi=80)
     ax = fig.add_subplot(projection="3d" if dim == 3 else None)
     if reference is not None:
         ref = reference.detach().cpu().float().numpy()
@@ -68,7 +70,6 @@ def scatter(points: Tensor, reference: Tensor | None = None, title: str = "",
         ax.legend(loc="upper right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
@@ -88,3 +89,25 @@ def pick_frames(history: Tensor, n_frames: int) -> Tensor:
     """``n_frames`` evenly spaced entries along dim 0 of a stacked history, first and last kept."""
     idx = torch.linspace(0, history.shape[0] - 1, min(n_frames, history.shape[0])).round().long()
     return history[idx]
+
+
+def pick_frames_by_change(history: Tensor, n_frames: int) -> Tensor:
+    """``n_frames`` entries along dim 0 of a stacked history, first and last kept, spaced evenly
+    in the accumulated change (mean absolute difference between consecutive entries) rather
+    than in steps: a sampler whose prediction settles early (continuous BFN, whose accuracy
+    β(t) = σ1^(−2t) − 1 grows exponentially in t) is shown while it settles. A steady change
+    gives evenly spaced steps; a history that does not change falls back to even spacing."""
+    n = history.shape[0]
+    if n <= n_frames:
+        return history
+    flat = history.detach().reshape(n, -1).double()
+    change = torch.cat([flat.new_zeros(1), (flat[1:] - flat[:-1]).abs().mean(1).cumsum(0)])
+    if not bool(torch.isfinite(change).all()) or change[-1] <= 0:
+        return pick_frames(history, n_frames)
+    targets = torch.linspace(0, float(change[-1]), n_frames, dtype=torch.float64)
+    idx = torch.searchsorted(change, targets).clamp(max=n - 1)
+    chosen: list[int] = []
+    for k, i in enumerate(idx.tolist()):  # strictly increasing, room left for the rest
+        chosen.append(0 if k == 0 else min(max(i, chosen[-1] + 1), n - n_frames + k))
+    chosen[-1] = n - 1
+    return history[torch.tensor(chosen, device=history.device)]

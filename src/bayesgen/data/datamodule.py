@@ -162,4 +162,9 @@ class DataModule(L.LightningDataModule):
         return self._loader(self.val, train=False)
 
     def test_dataloader(self) -> DataLoader:
+        if len(self.test) == 0:  # an image folder or ZIP without test_path
+            raise ValueError(f"data {self.hparams.name} has no test examples (an image folder "
+                             "or ZIP without data.test_path); evaluate the validation split "
+                             "(evaluate.split=val when training, split=val for bayesgen "
+                             "evaluate) or set data.test_path=<a ZIP or folder of test images>")
         return self._loader(self.test, train=False)

@@ -519,8 +519,9 @@ class ImageFolderData(DataSource):
         """List the images and read the first one's size; check it against ``data_shape``."""
         if not self.root.exists():
             raise DatasetNotFoundError(
-                f"{self.root} does not exist; make it with "
-                "bayesgen.data.prepare_image_zip(source, dest) or point root at a folder of images"
+                f"{self.root} does not exist; make it with `bayesgen prepare images source=<a "
+                f"folder, tar, ZIP or the CIFAR-10 tarball> dest={self.root}` or point root at a "
+                "folder of images"
             )
         self.names, self.labels = list_images(self.root)
         n = len(self.names)

@@ -1,13 +1,13 @@
 """Toy data of the Inflationary Flows reference, and scikit-learn's 8×8 digits.
 
-Toys (spec/inflationary.md): circles (make_circles, factor 0.5, noise 0.08), moons (noise
-0.08), sine2 (x ~ U(−1, 1), y = sin(4πx)/4 + N(0, 0.15²)), s_curve (noise 0.2, 3-D), swirl
-(swiss roll, noise 1.25, 3-D). Each column is z-scored with the mean and std of a separate
-fit sample of `fit_size` points (70,000, the size of the reference's PCA fit), so every split
-uses the same affine map. alt_s_curve / alt_swirl keep the raw x and z columns and replace the
-middle one by 0.5·N(0, 1), unscaled, as the reference does ("datasets scaled differently").
-With `embed_dim` the points are mapped into that many dimensions by a fixed random matrix
-with orthonormal columns (`toy_projection`).
+Toys (dannyfa/Inflationary_Flows, arXiv 2407.08843): circles (make_circles, factor 0.5, noise
+0.08), moons (noise 0.08), sine2 (x ~ U(−1, 1), y = sin(4πx)/4 + N(0, 0.15²)), s_curve (noise
+0.2, 3-D), swirl (swiss roll, noise 1.25, 3-D). Each column is z-scored with the mean and std
+of a separate fit sample of `fit_size` points (70,000, the size of the reference's PCA fit), so
+every split uses the same affine map. alt_s_curve / alt_swirl keep the raw x and z columns and
+replace the middle one by 0.5·N(0, 1), unscaled, as the reference does ("datasets scaled
+differently"). With `embed_dim` the points are mapped into that many dimensions by a fixed
+random matrix with orthonormal columns (`toy_projection`).
 
 Every split is drawn with its own fixed seed derived from `seed`, so the data are the same in
 every run. Labels: circles (0 outer, 1 inner) and moons (which moon); −1 for the others.

@@ -65,7 +65,7 @@ def inflation_rates(data_dim: int, dims_to_keep: int | None = None, inflation: I
 
     PR-preserving (k = D): g = 0. PR-reducing to k dims: g_i = 1 for the first k dims and, for
     the others, −k/(D − k) ("orig", authors' code) or −inflation_gap
-    ("constant_inflation_gap", spec/inflationary.md). Finally g ← g·g_rescaling.
+    ("constant_inflation_gap", dannyfa/Inflationary_Flows). Finally g ← g·g_rescaling.
 
     The paper's inflation gap (arXiv 2407.08843 §B.2) is IG = g* − g_i; with g* = 1 the
     constant-gap schedule therefore has IG = 1 + inflation_gap (before rescaling), e.g.

@@ -83,7 +83,7 @@ def find_inception_weights(weights_path: str | os.PathLike | None = None,
         if not path.is_file():
             raise FileNotFoundError(
                 f"Inception weights {path} do not exist; download {INCEPTION_URL} and pass its "
-                "path as feature_extractor_weights_path"
+                "path as weights= (command line) or feature_extractor_weights_path= (Python)"
             )
         return path
     if os.environ.get(WEIGHTS_ENV_VAR):
@@ -94,8 +94,9 @@ def find_inception_weights(weights_path: str | os.PathLike | None = None,
             return hub / name
     message = (
         f"FID needs the Inception-v3 weights {INCEPTION_FILES[0]} (torch-fidelity). Download "
-        f"{INCEPTION_URL} and either pass its path as feature_extractor_weights_path=..., set "
-        f"{WEIGHTS_ENV_VAR}=<path>, or put it in {hub}/"
+        f"{INCEPTION_URL} and either pass its path as weights=... (command line) or "
+        f"feature_extractor_weights_path=... (Python), set {WEIGHTS_ENV_VAR}=<path>, or put it "
+        f"in {hub}/"
     )
     if not download:
         raise FileNotFoundError(message)

@@ -179,7 +179,7 @@ def _frames(history: dict[str, Tensor], x: Tensor, n_frames: int) -> list[Tensor
     for key in FRAME_KEYS:
         v = history.get(key)
         if v is not None and v.ndim == x.ndim + 1 and v.shape[1:] == x.shape:
-            return list(viz.pick_frames(v, n_frames))
+            return list(viz.pick_frames_by_change(v, n_frames))
         if v is not None and v.ndim == x.ndim + 2 and v.shape[1:-1] == x.shape:  # probabilities
-            return list(viz.pick_frames(v, n_frames))
+            return list(viz.pick_frames_by_change(v, n_frames))
     return [x]

@@ -20,6 +20,7 @@ import copy
 import difflib
 import inspect
 import math
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -350,6 +351,8 @@ def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = Tru
             raise ConfigError(f"invalid {path}={_show(value)}: {problem}{hint}")
     if here:
         _check_accelerator(cfg)
+        _check_world_size(cfg)
+    _check_test_split(cfg)
     _check_options(cfg, "method", overrides)
     _check_options(cfg, "net", overrides)
     _check_combination(cfg, overrides)
@@ -405,6 +408,69 @@ def _check_accelerator(cfg: DictConfig) -> None:
             devices, bool) and devices > torch.cuda.device_count()):
         raise ConfigError(f"trainer.devices={devices} but this machine has "
                           f"{torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
+
+
+def _launched_processes() -> tuple[int, int] | None:
+    """(WORLD_SIZE, LOCAL_WORLD_SIZE) when an external launcher (torchrun, torch.distributed.run)
+    started this process as one of several, else None."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    except ValueError:
+        return None
+    return (world, local) if world > 1 else None
+
+
+def _device_count(trainer: DictConfig) -> int | None:
+    """How many devices per node ``trainer.devices`` asks for; None when Lightning decides."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        return 1  # Lightning's "auto" and -1 on a CPU: one process
+    return torch.cuda.device_count()
+
+
+def _check_world_size(cfg: DictConfig) -> None:
+    """A launcher such as ``torchrun --nproc-per-node N`` starts N processes; unless
+    ``trainer.devices`` × ``trainer.num_nodes`` equals their number, Lightning would run N
+    independent single-process trainings writing one run directory. Refuse that."""
+    launched, trainer = _launched_processes(), cfg.get("trainer")
+    if launched is None or not isinstance(trainer, DictConfig):
+        return
+    world, local = launched
+    devices, nodes = _device_count(trainer), trainer.get("num_nodes", 1)
+    if devices is None or not isinstance(nodes, int) or devices * nodes == world:
+        return
+    fix = f"trainer.devices={local}" + (f" trainer.num_nodes={world // local}"
+                                        if world != local and world % local == 0 else "")
+    raise ConfigError(f"this process is one of WORLD_SIZE={world} started by a launcher "
+                      f"(torchrun?), but trainer.devices={trainer.get('devices')} × "
+                      f"trainer.num_nodes={nodes} = {devices * nodes} process(es): each would "
+                      f"train on its own into the same run directory; add {fix}")
+
+
+def _check_test_split(cfg: DictConfig) -> None:
+    """An image folder or ZIP without ``data.test_path`` has no test split, so the evaluation
+    at the end of training (``evaluate.split=test``) would have nothing to evaluate."""
+    data, evaluate = cfg.get("data"), cfg.get("evaluate")
+    if not isinstance(data, DictConfig) or not isinstance(evaluate, DictConfig):
+        return
+    if (data.get("name") in ("image_zip", "image_folder") and data.get("test_path") is None
+            and evaluate.get("split", "test") == "test"):
+        raise ConfigError(f"data={data.get('name')} has no test split without data.test_path, "
+                          "so the evaluation at the end of training would find no examples; "
+                          "add evaluate.split=val, or data.test_path=<a ZIP or folder of test "
+                          "images>")
 
 
 def _locate(target: str) -> Any | None:
