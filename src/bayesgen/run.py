@@ -9,7 +9,7 @@ info comes from the configuration alone.
 
 ``save_pretrained`` writes the Hugging Face Hub layout: ``config.json`` (the resolved
 configuration and the data info), ``model.safetensors`` (the method's state dict) and a
-``README.md`` model card. Methods stay framework-free (DESIGN.md), so ``save_pretrained`` is a
+``README.md`` model card. Methods stay framework-free (torch only), so ``save_pretrained`` is a
 function here and a method of :class:`Run`, not a method of ``BSI``/``BFN``/….
 """
 
