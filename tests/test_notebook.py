@@ -26,10 +26,11 @@ def test_getting_started_notebook_runs(tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pictures) == 4  # data, the run's samples, sampler steps, the two methods
+    assert len(pictures) == 5  # data, the run's samples, sampler steps, two methods, inpainting
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Run(BSI, data=moons" in text
     assert "BSI:" in text and "BFN:" in text and "nats/dim" in text
     assert (tmp_path / "runs" / "moons-bsi" / "ema.safetensors").is_file()
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
-    assert "## 5. Inpainting" in headings  # the placeholder the inpainting API fills in
+    assert "## 5. Inpainting: conditioning by inference" in headings
+    assert "tweedie: x₂ mean" in text and "replace: x₂ mean" in text
