@@ -70,6 +70,7 @@ def side_by_side(args) -> int:
     import torch
 
     from bayesgen.cli import main as bayesgen
+    from bayesgen.training.checkpoint import read_checkpoint
 
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="bench_bfn_mnist_sbs_"))
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -103,8 +104,7 @@ def side_by_side(args) -> int:
                 if bayesgen(evaluate) != 0:
                     raise SystemExit(f"evaluation failed; see {run / 'bench.log'}")
             m = json.loads(out.read_text())
-            ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu",
-                              weights_only=False)
+            ckpt = read_checkpoint(run / "checkpoints/last.ckpt")
             print(json.dumps({
                 "benchmark": "bfn_binarized_mnist_side_by_side", "net": name,
                 "parameters": sum(t.numel() for t in ckpt["state_dict"].values()),
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bayesgen.cli import main as bayesgen
     from bayesgen.data.images import BinarizedMNISTData
+    from bayesgen.training.checkpoint import read_checkpoint
 
     result = {"benchmark": "bfn_binarized_mnist", "paper_nats_per_image": PAPER_NATS_PER_IMAGE}
     if BinarizedMNISTData(download=False)._find() is None:
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"evaluation failed; see {run / 'bench.log'}")
     m = json.loads((run / "evaluate_784.json").read_text())
     trained = json.loads((run / "metrics.json").read_text())
-    params = sum(t.numel() for t in torch.load(run / "checkpoints/last.ckpt", map_location="cpu",
-                                                weights_only=False)["state_dict"].values())
+    params = sum(t.numel() for t in
+                 read_checkpoint(run / "checkpoints/last.ckpt")["state_dict"].values())
     result |= {
         "test_nll_nats_per_image": round(m["nats_per_example"], 2),
         "test_nll_nats_per_image_se": round(m["nats_per_example_se"], 2),

@@ -341,8 +341,9 @@ def _one_run(spec: dict, label: str, cfg, run_dir: Path, extra: list[str], score
 
 def _saved_timer(run_dir: Path) -> dict[str, float]:
     """The StepTimer state saved in ``last.ckpt`` (zeros when the run was trained without)."""
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
+    from bayesgen.training.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # weights_only: no pickles
     for key, state in ckpt.get("callbacks", {}).items():
         if key.startswith("StepTimer"):
             return state
