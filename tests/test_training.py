@@ -146,7 +146,7 @@ def test_conditional_bpd_adds_the_label_bound():
     import math
     from types import SimpleNamespace
 
-    from bayesgen.compare import summary_lines
+    from bayesgen.metrics.summary import summary_lines
     from bayesgen.training.outputs import evaluate_bpd
 
     class Const(torch.nn.Module):

@@ -269,7 +269,7 @@ def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, li
         return {}, []
     import torch
 
-    from bayesgen.compare import train_summary
+    from bayesgen.metrics.summary import train_summary
 
     return train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
 
