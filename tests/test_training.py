@@ -172,3 +172,24 @@ def test_conditional_bpd_adds_the_label_bound():
     assert cond["bpd_marginal"] == pytest.approx(1.515 + math.log2(10) / 64)
     lines = summary_lines(cond, None, {"per-pixel histogram": {"bpd": 2.43, "bpd_se": 0.01}})
     assert f"{1.515 + math.log2(10) / 64:.3f} ± " in lines[2] and "p(x|y)'s 1.515" in lines[1]
+
+
+def test_paired_margin_to_baseline_by_hand():
+    """The demo's margin to the best baseline is a paired difference over the same test
+    images: image difficulty shared by model and baseline cancels (hand-computed here)."""
+    from bayesgen.metrics.summary import paired_margin, summary_lines
+
+    model = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    base = torch.tensor([1.2, 2.1, 3.3, 4.2], dtype=torch.float64)  # diffs .2 .1 .3 .2
+    gap, se = paired_margin(model, base)
+    assert gap == pytest.approx(0.2)
+    assert se == pytest.approx(math.sqrt(((0.0 + 0.01 + 0.01 + 0.0) / 3) / 4))
+    assert paired_margin(model, base, offset=0.05)[0] == pytest.approx(0.15)
+    assert paired_margin(model, base[:3]) is None       # not the same examples
+    metrics = {"bpd": 2.5, "bpd_se": (model.std() / 2).item()}
+    rows = {"per-pixel histogram": {"bpd": 2.7, "bpd_se": 0.3, "per_example": base},
+            "Gaussian": {"bpd": 3.5, "bpd_se": 0.1}}
+    paired = summary_lines(metrics, None, rows, model)[-1]
+    assert "0.200 ± 0.041" in paired and "paired" in paired and "per-pixel histogram" in paired
+    unpaired = summary_lines(metrics, None, rows)[-1]   # 0.2 / 0.65 SE: not clear
+    assert unpaired.startswith("  -> NOT clearly below") and "unpaired" in unpaired

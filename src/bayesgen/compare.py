@@ -266,16 +266,14 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def plot_curves(root: Path, table: dict) -> Path | None:
     """Validation bits/dim against steps and against training seconds, one line per method,
-    the baselines as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    the baselines as dashed lines. A bare ``Figure`` (no pyplot): the caller's backend stays."""
+    from matplotlib.figure import Figure
 
     curves = {label: read_curve(root / "runs" / label) for label in table["runs"]}
     if not any(curves.values()):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    fig = Figure(figsize=(11, 4), dpi=100)
+    axes = fig.subplots(1, 2)
     finals = [c[-1]["bpd"] for c in curves.values() if c]
     top = max(3 * min(finals), *(r["bpd"] * 1.3 for r in table["baselines"].values())) \
         if table["baselines"] else 3 * min(finals)
@@ -297,7 +295,6 @@ def plot_curves(root: Path, table: dict) -> Path | None:
     fig.tight_layout()
     path = root / "val_bpd.png"
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

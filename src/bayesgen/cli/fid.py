@@ -7,7 +7,8 @@ from bayesgen.cli.options import DEVICE, INT, PATH, POSITIVE_INT, Command, Optio
 from bayesgen.cli.sample import CKPT
 
 WEIGHTS = Option("weights", text("FILE.pth"), help="the offline Inception weights "
-                 "(pt_inception-2015-12-05-6726825d.pth); default: $BAYESGEN_INCEPTION_WEIGHTS")
+                 "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth); default: "
+                 "$BAYESGEN_INCEPTION_WEIGHTS")
 BATCH = Option("batch_size", POSITIVE_INT, 64, "images per Inception batch")
 DEV = Option("device", DEVICE, help="device (default: cuda when there is one)")
 

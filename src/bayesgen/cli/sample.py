@@ -110,7 +110,7 @@ def run(opts: dict) -> int:
     condition = extra_sample_kwargs(opts, task, info)
     if opts["guidance"] is not None:
         set_guidance(task, opts["guidance"])
-    n = opts["n"]
+    n = opts["n"] or info.default_sample_count()
     labels = sample_labels(task, n, opts["label"])  # label= without classes is refused here
     out = Path(opts["out"] or run_dir_of(path) / "samples")
     steps = sampler_steps(task.method, **sample_kwargs)
@@ -139,7 +139,7 @@ COMMANDS = [Command(
     "(or .webp), samples.pt (the raw tensor) and samples.txt for text.",
     options=[
         CKPT,
-        Option("n", POSITIVE_INT, 64, "number of samples"),
+        Option("n", POSITIVE_INT, help="number of samples (default 64; 2-D/3-D points 2000)"),
         *SAMPLER,
         Option("seed", INT, 0, "random seed"),
         Option("label", INT, help="class of every sample (class-conditional models); default: "

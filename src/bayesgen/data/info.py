@@ -50,6 +50,16 @@ class DatasetInfo:
     num_bins: int | None = None
     decode: Callable | None = None
 
+    @property
+    def is_points(self) -> bool:
+        """2-D or 3-D points (the toys), pictured as scatter plots."""
+        return self.kind == "flat" and len(self.data_shape) == 1 and self.data_shape[0] in (2, 3)
+
+    def default_sample_count(self) -> int:
+        """Samples drawn when none is asked for: a scatter plot needs thousands of points to
+        show a shape (2000, as Inflationary Flows' simulations draw); a grid shows 64."""
+        return 2000 if self.is_points else 64
+
 
 class DatasetNotFoundError(RuntimeError):
     """The files of a data set are missing or corrupt and cannot be downloaded here."""

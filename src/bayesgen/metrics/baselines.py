@@ -79,7 +79,8 @@ class GaussianBaseline:
 
 def baseline_rows(train: Tensor, test: Tensor, levels: int, seed: int = 0) -> dict[str, dict]:
     """Test bits/dim (mean ± standard error over examples) of both baselines, plus each
-    baseline's fitted object under ``"model"`` (for samples)."""
+    baseline's fitted object under ``"model"`` (for samples) and its examples' bits/dim under
+    ``"per_example"`` (for paired comparisons; neither is JSON)."""
     gen = torch.Generator().manual_seed(seed)
     train_v, test_v = to_levels(train, levels), to_levels(test, levels)
     rows = {}
@@ -90,5 +91,5 @@ def baseline_rows(train: Tensor, test: Tensor, levels: int, seed: int = 0) -> di
             model.bpd(test_v)
         se = (bpd.std() / math.sqrt(len(bpd))).item() if len(bpd) > 1 else float("nan")
         rows[name] = {"bpd": bpd.mean().item(), "bpd_se": se, "n_examples": len(bpd),
-                      "model": model}
+                      "model": model, "per_example": bpd}
     return rows

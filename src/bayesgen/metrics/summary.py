@@ -25,9 +25,11 @@ def levels_of(info) -> int | None:
     return getattr(info, "num_bins", None) or getattr(info, "num_classes", None)
 
 
-def baselines(dm, scorer=None, n_samples: int = 0, seed: int = 0) -> dict[str, dict]:
+def baselines(dm, scorer=None, n_samples: int = 0, seed: int = 0,
+              keep_per_example: bool = False) -> dict[str, dict]:
     """Test bits/dim of the trivial baselines (and, with a scorer, the quality score of
-    ``n_samples`` of their samples); {} for continuous data."""
+    ``n_samples`` of their samples); {} for continuous data. ``keep_per_example`` keeps each
+    test example's bits/dim (a tensor) under ``"per_example"``."""
     from bayesgen.metrics.baselines import baseline_rows
 
     levels = levels_of(dm.info)
@@ -38,6 +40,9 @@ def baselines(dm, scorer=None, n_samples: int = 0, seed: int = 0) -> dict[str, d
     gen = torch.Generator().manual_seed(seed)
     for row in rows.values():
         model = row.pop("model")
+        values = row.pop("per_example")
+        if keep_per_example:
+            row["per_example"] = values.double()
         if scorer is not None and n_samples >= 2:
             unit = model.sample(n_samples, generator=gen).float() / (levels - 1)
             row["quality"] = scorer.score_unit(unit)
@@ -83,8 +88,22 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def summary_lines(model: dict, real: dict | None, rows: dict[str, dict]) -> list[str]:
-    """The demo's comparison: this model, the real test images and the baselines."""
+def paired_margin(model_bpd: torch.Tensor, baseline_bpd: torch.Tensor,
+                  offset: float = 0.0) -> tuple[float, float] | None:
+    """Mean and standard error of baseline − (model + offset) bits/dim over the same test
+    examples (a paired difference: the examples' shared difficulty cancels), or None when the
+    two were not evaluated on the same number of examples."""
+    if len(model_bpd) != len(baseline_bpd) or len(model_bpd) < 2:
+        return None
+    diff = baseline_bpd.double() - (model_bpd.double() + offset)
+    return diff.mean().item(), (diff.std() / math.sqrt(len(diff))).item()
+
+
+def summary_lines(model: dict, real: dict | None, rows: dict[str, dict],
+                  per_example: torch.Tensor | None = None) -> list[str]:
+    """The demo's comparison: this model, the real test images and the baselines. With the
+    model's ``per_example`` bits/dim (and the baselines' in ``rows``), the margin to the best
+    baseline is a paired difference on the same test examples; otherwise unpaired."""
     q = model.get("quality") or {}
     n = q.get("n", "?")
     lines = [f"{'':44s}{'bits/dim':>16s}{'classifier FD':>15s}{'confident':>11s}"]
@@ -94,9 +113,10 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict]) -> list
         lines.append(f"  {label:42s}{bpd:>16s}{_num(quality.get('fd'), '.1f'):>15s}"
                      f"{_pct(quality.get('confident_share')):>11s}")
 
-    bpd, bpd_se = model["bpd"], model["bpd_se"]
+    bpd, bpd_se, offset = model["bpd"], model["bpd_se"], 0.0
     if "bpd_marginal" in model:  # class-conditional: the bound on −log2 p(x) is comparable
         bpd, bpd_se = model["bpd_marginal"], model["bpd_marginal_se"]
+        offset = bpd - model["bpd"]
         k = model.get("num_labels", "K")
         lines.append(f"  class-conditional model with a uniform label prior: bits/dim of p(x) ≤ "
                      f"p(x|y)'s {model['bpd']:.3f} + log2({k})/D")
@@ -105,28 +125,57 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict]) -> list
         line(f"real test images ({real['n']})", "—", real)
     for name, row in rows.items():
         line(name, f"{row['bpd']:.3f} ± {row['bpd_se']:.3f}", row.get("quality"))
-    best = min((row["bpd"] for row in rows.values()), default=None)
-    if best is not None:
-        margin = (best - bpd) / bpd_se if bpd_se > 0 else math.nan
-        lines.append(f"  -> {best - bpd:.3f} bits/dim ({margin:.1f} standard errors) "
-                     f"below the best trivial baseline" if margin > 2 else
-                     f"  -> NOT clearly below the best trivial baseline ({best:.3f} bits/dim)")
+    if not rows:
+        return lines
+    name, best = min(rows.items(), key=lambda item: item[1]["bpd"])
+    paired = None
+    if per_example is not None and row_values(best) is not None:
+        paired = paired_margin(per_example, row_values(best), offset)
+    if paired is not None:
+        gap, gap_se = paired
+        how = "paired over the same test images"
+    else:
+        gap, gap_se = best["bpd"] - bpd, bpd_se
+        how = "unpaired"
+    margin = gap / gap_se if gap_se > 0 else math.nan
+    lines.append(f"  -> {gap:.3f} ± {gap_se:.3f} bits/dim ({margin:.1f} standard errors, {how}) "
+                 f"below the best trivial baseline ({name})" if margin > 2 else
+                 f"  -> NOT clearly below the best trivial baseline ({name}, {best['bpd']:.3f} "
+                 f"bits/dim): {gap:+.3f} ± {gap_se:.3f} ({how})")
     return lines
 
 
+def row_values(row: dict) -> torch.Tensor | None:
+    """A baseline row's per-example bits/dim, when kept."""
+    values = row.get("per_example")
+    return values if isinstance(values, torch.Tensor) else None
+
+
 def train_summary(cfg, dm, samples: torch.Tensor, metrics: dict,
-                  say: Callable[[str], None] = print) -> tuple[dict, list[str]]:
+                  say: Callable[[str], None] = print,
+                  per_example: torch.Tensor | None = None) -> tuple[dict, list[str]]:
     """After ``bayesgen train``: with ``evaluate.quality`` the classifier score of the samples
     drawn at the end of training (and of as many real test images); with
-    ``evaluate.baselines`` the trivial baselines' bits/dim. Returns the entries for
-    ``metrics.json`` and the lines of the comparison."""
+    ``evaluate.baselines`` the trivial baselines' bits/dim (the margin to the best one paired
+    on the test examples when ``per_example`` holds the model's bits/dim of each). Returns the
+    entries for ``metrics.json`` and the lines of the comparison."""
     scorer = quality_scorer(dm, say) if cfg.evaluate.get("quality") else None
     out: dict[str, Any] = {}
     real = None
     if scorer is not None:
         out["quality"] = scorer.score(samples)
         real = out["quality_real_test"] = scorer.real_baseline(len(samples))
-    rows = baselines(dm, scorer, len(samples), cfg.seed) if cfg.evaluate.get("baselines") else {}
+    rows = (baselines(dm, scorer, len(samples), cfg.seed, keep_per_example=True)
+            if cfg.evaluate.get("baselines") else {})
+    lines = summary_lines(metrics | out, real, rows, per_example) if (rows or out) else []
     if rows:
-        out["baselines"] = rows
-    return out, (summary_lines(metrics | out, real, rows) if out else [])
+        out["baselines"] = {name: {k: v for k, v in row.items() if k != "per_example"}
+                            for name, row in rows.items()}
+        best = min(rows.values(), key=lambda row: row["bpd"])
+        if per_example is not None and row_values(best) is not None:
+            offset = metrics.get("bpd_marginal", metrics["bpd"]) - metrics["bpd"]
+            paired = paired_margin(per_example, row_values(best), offset)
+            if paired is not None:
+                out["margin_to_best_baseline"] = {"bpd": paired[0], "bpd_se": paired[1],
+                                                  "paired": True}
+    return out, lines

@@ -217,15 +217,17 @@ def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: floa
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     with torch.no_grad():
         metrics = evaluate_bpd(task, loader, task.eval_kwargs, max_batches=cfg.evaluate.max_batches,
-                               seed=cfg.seed)
+                               seed=cfg.seed, keep_per_example=True)
+    per_example = metrics.pop("per_example_bpd")
     metrics |= {"split": split, "steps": steps, "train_seconds": train_seconds}
     sample_kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs", {}) or {})
-    paths = write_samples(task.method, dm.info, run_dir, n=cfg.sample.n,
+    n_samples = cfg.sample.n or dm.info.default_sample_count()
+    paths = write_samples(task.method, dm.info, run_dir, n=n_samples,
                           sample_kwargs=sample_kwargs,
-                          model_kwargs=sample_labels(task, cfg.sample.n),
+                          model_kwargs=sample_labels(task, n_samples),
                           frames=cfg.sample.frames, animation=cfg.sample.animation,
                           seed=cfg.seed)
-    summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics)
+    summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics, per_example)
     write_json(metrics | summary, run_dir / "metrics.json")
     trained = f", trained {train_seconds:.0f} s" if train_seconds is not None else ""
     _say(f"{likelihood_line(metrics, dm.info, split, task.method)} ({metrics['n_examples']} "
@@ -262,7 +264,8 @@ def likelihood_line(metrics: dict, info, split: str, method=None) -> str:
     return line
 
 
-def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, list[str]]:
+def _train_summary(cfg, dm, samples_path: Path, metrics: dict,
+                   per_example=None) -> tuple[dict, list[str]]:
     """With ``evaluate.quality`` / ``evaluate.baselines``: the samples' quality score and the
     trivial baselines (for ``metrics.json``) and the lines that compare them."""
     if not (cfg.evaluate.get("quality") or cfg.evaluate.get("baselines")):
@@ -271,7 +274,7 @@ def _train_summary(cfg, dm, samples_path: Path, metrics: dict) -> tuple[dict, li
 
     from bayesgen.metrics.summary import train_summary
 
-    return train_summary(cfg, dm, torch.load(samples_path), metrics, _say)
+    return train_summary(cfg, dm, torch.load(samples_path), metrics, _say, per_example)
 
 
 def _run_dir(cfg, run_dir: Path | None, resume: Path | None) -> Path:

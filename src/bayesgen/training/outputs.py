@@ -24,13 +24,15 @@ FRAME_KEYS = ("frames", "x_hat", "probs", "trajectory", "x_traj", "mu")
 @torch.no_grad()
 def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1,
                  max_batches: int | None = None, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, keep_per_example: bool = False) -> dict[str, Any]:
     """Bits/dim of ``task.method`` on ``loader``: mean over examples of the mean over
     ``repeats`` Monte-Carlo estimates, with the standard error over examples.
 
     A method whose class names the loss terms that ``elbo`` returns after (value, bpd) in
     ``elbo_terms`` (nats per example, e.g. BFN's ``("l_recon", "l_transmit")``) also gets each
-    term in nats per dimension with its standard error, like BFN's official test script."""
+    term in nats per dimension with its standard error, like BFN's official test script.
+    ``keep_per_example`` adds the examples' bits/dim as a tensor under ``"per_example_bpd"``
+    (for paired comparisons on the same examples; pop it before writing JSON)."""
     method = task.method
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -74,6 +76,8 @@ def evaluate_bpd(task, loader, eval_kwargs: dict | None = None, repeats: int = 1
         metrics |= {"conditional": True, "label_prior": "uniform", "num_labels": task.num_labels,
                     "bpd_marginal": metrics["bpd"] + math.log2(task.num_labels) / dim,
                     "bpd_marginal_se": se}
+    if keep_per_example:
+        metrics["per_example_bpd"] = bpd
     return metrics | {"n_examples": n, "repeats": repeats, "eval_kwargs": dict(eval_kwargs or {})}
 
 

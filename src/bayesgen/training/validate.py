@@ -147,7 +147,7 @@ SCHEMA: dict[str, Key] = {
     "conditional.enabled": Key(bool),
     "conditional.label_dropout": Key(float, min=0, below=1),
     "conditional.guidance_scale": Key(float, min=0),
-    "sample.n": Key(int, min=1),
+    "sample.n": Key(int, min=1, optional=True),
     "sample.frames": Key(int, min=1),
     "sample.animation": Key(str, choices=("gif", "webp", "none")),
     "evaluate.split": Key(str, choices=("test", "val"),
