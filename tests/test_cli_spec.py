@@ -58,7 +58,7 @@ def test_help_lists_exactly_the_options_the_parser_accepts(prog, command, capsys
 
 def test_help_shows_defaults_from_the_spec(capsys):
     text = help_of(["sample"], capsys)
-    assert re.search(r"n=N\s+number of samples \(default 64\)", text)
+    assert re.search(r"frames=N\s+frames of the sampling animation \(default 20\)", text)
     assert re.search(r"ckpt=PATH\s+run directory or \.ckpt file \(required\)", text)
     assert "out=FILE.json" in help_of(["fid", "calc"], capsys)  # once missing
 
@@ -293,3 +293,42 @@ def test_label_on_unconditional_model_is_refused(toy_run, capsys):
     run, _ = toy_run
     assert main(["sample", f"ckpt={run}", "label=1", "n=2", "k=2"]) == 2
     assert "needs a class-conditional model" in capsys.readouterr().err
+
+
+def inline_commands() -> list[str]:
+    """The README's inline `bayesgen …` spans (prose, tables), placeholders and all."""
+    return sorted(set(re.findall(r"`(bayesgen [^`]*)`", README.read_text())))
+
+
+@pytest.mark.parametrize("line", inline_commands())
+def test_inline_readme_commands_name_real_commands_and_options(line):
+    """The fenced command lines run in tests/test_readme.py; the inline ones in the prose are
+    held to their names: the command (and subcommand) exists, each key=value is an option it
+    takes (train: composes with Hydra), each experiment= names a file. Placeholders (RUN, …,
+    NAME, COMMAND) are not values to check."""
+    from bayesgen.training.build import compose_config
+
+    words = line.split()[1:]
+    if not words or words[0] in ("…", "COMMAND"):
+        return
+    if words[0] == "help":  # bayesgen help [COMMAND]: main's own
+        assert main(["help"]) == 0
+        return
+    command = COMMANDS.get(words[0])
+    assert command is not None, f"README names `{line}`: no command {words[0]!r}"
+    words = words[1:]
+    if command.subcommands:
+        if not words:
+            return
+        assert words[0] in command.subcommands, f"README names `{line}`: no {words[0]!r}"
+        command, words = command.subcommands[words[0]], words[1:]
+    pairs = [w.split("=", 1) for w in words if "=" in w and not w.startswith("-")]
+    names = {o.name for o in command.options}
+    if command.passthrough:  # Hydra overrides beside the command's own options
+        concrete = [f"{k}={v}" for k, v in pairs if k not in names
+                    and not re.search(r"RUN|…|NAME", v) and k != "from_ckpt"]
+        sweep = "-m" in words or "--multirun" in words
+        compose_config([o.split(",")[0] if sweep else o for o in concrete])  # a sweep's first
+        return
+    for key, _ in pairs:
+        assert key in names, f"README names `{line}`: {key}= is not an option of it"

@@ -70,6 +70,17 @@ def test_toys_are_zscored_and_deterministic(name):
     assert set(labels.unique().tolist()) == ({0, 1} if info.num_labels == 2 else {-1})
 
 
+def test_default_sample_count_by_kind():
+    """Scatter plots of 2-D/3-D points draw 2000 samples by default, grids 64."""
+    from bayesgen.data.info import DatasetInfo
+
+    assert build_datasets("moons", n_train=10, n_val=10, n_test=10)[3].default_sample_count() \
+        == 2000
+    assert DatasetInfo("s", (3,), "flat").is_points
+    assert DatasetInfo("digits", (1, 8, 8), "image").default_sample_count() == 64
+    assert DatasetInfo("tab", (5,), "flat").default_sample_count() == 64
+
+
 def test_alt_toys_keep_raw_columns_and_half_normal_middle():
     x = build_datasets("alt_swirl", n_train=5000)[0].tensors[0]
     assert abs(x[:, 1].std() - 0.5) < 0.03

@@ -152,7 +152,7 @@ RUN: dict[str, Run] = {
         shrink=("k=4",), needs=("digits-bsi", "inpaint-pictures"),
         reason="4 sampler steps; the README's run has 100"),
     # ---- VDM: the train line makes the run the next three lines read
-    "bayesgen train data=digits method=vdm method.snr_max=1096.6 net.hidden=1024 "
+    "bayesgen train data=digits method=vdm method.snr_max=1096.6 net.hidden=1024 net.depth=2 "
     "'net.fourier_exponents=[]' optim.lr=1e-3 optim.warmup_steps=200 optim.lr_schedule=cosine "
     "ema.decay=0.999 ema.warmup_steps=200 trainer.max_steps=2000": Run(
         (*TINY, *MLP, "method.sample_kwargs.k=4", f"run_dir={VDM_RUN}"), needs=("digits-vdm",)),
@@ -209,6 +209,16 @@ def test_every_readme_command_is_covered():
     stale = [line for line in (*RUN, *NOT_RUN) if line not in lines]
     assert not stale, f"entries whose line is no longer in the README: {stale}"
     assert not set(RUN) & set(NOT_RUN)
+
+
+def test_readme_pictures_and_links_exist():
+    """Every picture and relative link of the README names a file of the repository."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)\)", text)
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    assert any(t.endswith(".png") for t in local), "the README shows no picture"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
 
 
 # ---- the scratch folder the README's paths point into --------------------------------------
