@@ -193,3 +193,24 @@ def test_paired_margin_to_baseline_by_hand():
     assert "0.200 ± 0.041" in paired and "paired" in paired and "per-pixel histogram" in paired
     unpaired = summary_lines(metrics, None, rows)[-1]   # 0.2 / 0.65 SE: not clear
     assert unpaired.startswith("  -> NOT clearly below") and "unpaired" in unpaired
+
+
+def test_no_versioned_checkpoints_when_validation_checkpoint_and_end_coincide(tmp_path):
+    """Validation, the periodic checkpoint and the end of training at one step once left a
+    ``last-v1.ckpt`` beside ``last.ckpt`` (Lightning's version counter)."""
+    from bayesgen.training.build import compose_config
+    from bayesgen.training.checkpoint import read_checkpoint
+    from bayesgen.training.fit import run_training
+
+    run = tmp_path / "run"
+    run_training(compose_config([
+        "data=digits", "net.hidden=16", "net.depth=1", "trainer.max_steps=5",
+        "trainer.val_check_interval=5", "checkpoint.every_n_train_steps=5",
+        "trainer.limit_val_batches=1", "optim.warmup_steps=1", "ema.warmup_steps=1",
+        "sample.n=4", "sample.animation=none", "method.sample_kwargs.k=2",
+        "method.eval_kwargs.n_measure_samples=1", "evaluate.max_batches=1", "logger=csv",
+        f"run_dir={run}"]))
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert not [n for n in names if "-v" in n], names
+    assert {"last.ckpt", "step0000005.ckpt"} <= set(names)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 5

@@ -182,7 +182,9 @@ def resolve_device(name: str | None = None) -> torch.device:
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
     """Periodic checkpoints (``step<N>.ckpt`` every ``checkpoint.every_n_train_steps``, the
     newest ``checkpoint.keep_last`` kept, null: all) with ``last.ckpt``, and the
-    ``checkpoint.save_top_k`` best by validation bits/dim (``best-step<N>-bpd<v>.ckpt``)."""
+    ``checkpoint.save_top_k`` best by validation bits/dim (``best-step<N>-bpd<v>.ckpt``).
+    A ``last.ckpt`` that another writer (the end of training, a signal) left is replaced, not
+    kept beside a ``last-v1.ckpt`` (Lightning's version counter, off here)."""
     ck = cfg.checkpoint
     keep_last, top_k = ck.get("keep_last", None), ck.get("save_top_k", 0) or 0
     for key, value in (("keep_last", keep_last), ("save_top_k", top_k)):
@@ -193,7 +195,8 @@ def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint
     out = [BoundaryCheckpoint(dirpath=dirpath, save_last=True, monitor="step", mode="max",
                               save_top_k=-1 if keep_last is None else keep_last,
                               every_n_train_steps=ck.every_n_train_steps,
-                              filename="step{step:07d}", auto_insert_metric_name=False)]
+                              filename="step{step:07d}", auto_insert_metric_name=False,
+                              enable_version_counter=False)]  # no last-v1.ckpt: see below
     if top_k:
         out.append(ModelCheckpoint(dirpath=dirpath, monitor="val/bpd", mode="min",
                                    save_top_k=top_k, save_on_train_epoch_end=False,
