@@ -202,3 +202,13 @@ def test_train_summary_and_evaluate_quality(tmp_path, scorer, capsys):
     assert "classifier FD" in out and "confident" in out
     saved = json.loads((run / "evaluate_test.json").read_text())["quality"]
     assert saved["quality"]["n"] == 6 and saved["real_test"]["n"] == 6
+
+
+def test_plot_keeps_every_method_in_view():
+    """The mnist preset's BSI and VDM (1.6 and 2.1 bits/dim) once lay above the plotted range,
+    which was cut at 3x the best method (BFN, 0.28)."""
+    from bayesgen.compare import plot_top
+
+    top = plot_top([0.28, 1.59, 2.08], [0.38, 0.53])
+    assert top > 2.08 and top == pytest.approx(1.3 * 2.08)
+    assert plot_top([1.5], []) == pytest.approx(1.95)

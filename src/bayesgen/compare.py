@@ -264,6 +264,12 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
     return [rows[s] for s in sorted(rows) if "bpd" in rows[s]]
 
 
+def plot_top(finals: list[float], baselines: list[float]) -> float:
+    """Upper limit of the bits/dim axis: every method's final value and every baseline in view
+    (a method far above the others stays on the chart; early values may be cut off)."""
+    return 1.3 * max([*finals, *baselines])
+
+
 def plot_curves(root: Path, table: dict) -> Path | None:
     """Validation bits/dim against steps and against training seconds, one line per method,
     the baselines as dashed lines. A bare ``Figure`` (no pyplot): the caller's backend stays."""
@@ -275,8 +281,7 @@ def plot_curves(root: Path, table: dict) -> Path | None:
     fig = Figure(figsize=(11, 4), dpi=100)
     axes = fig.subplots(1, 2)
     finals = [c[-1]["bpd"] for c in curves.values() if c]
-    top = max(3 * min(finals), *(r["bpd"] * 1.3 for r in table["baselines"].values())) \
-        if table["baselines"] else 3 * min(finals)
+    top = plot_top(finals, [r["bpd"] for r in table["baselines"].values()])
     for label, curve in curves.items():
         axes[0].plot([r["step"] for r in curve], [r["bpd"] for r in curve], "o-", label=label)
         timed = [r for r in curve if "seconds" in r]
