@@ -153,6 +153,7 @@ SCHEMA: dict[str, Key] = {
     "evaluate.split": Key(str, choices=("test", "val"),
                           hint="the training split is not evaluated"),
     "evaluate.max_batches": Key(int, min=1, optional=True, hint="null evaluates every batch"),
+    "evaluate.repeats": Key(int, min=1),
     "evaluate.quality": Key(bool),
     "evaluate.baselines": Key(bool),
     "data.name": Key(str),
