@@ -165,7 +165,8 @@ RUN: dict[str, Run] = {
                                          needs=("shared",)),
     "bayesgen compare preset=mnist steps=2000 name=mnist-2k": Run(
         ("steps=2", "samples=8"), slow=True, needs=("shared",)),
-    "bayesgen compare preset=digits methods=bsi,bfn seconds=120 trainer.val_check_interval=250":
+    "bayesgen compare preset=digits methods=bsi,bfn seconds=120 name=digits-2min "
+    "trainer.val_check_interval=250":
         Run(("seconds=3", "samples=8", "trainer.val_check_interval=2"), slow=True),
     "bayesgen compare config=my-comparison.yaml": Run(("steps=2", "samples=8"), slow=True,
                                                       needs=("my-comparison",)),
