@@ -40,10 +40,17 @@ def run_training(cfg, run_dir: Path | None = None, callbacks: list | None = None
     started: list[bool] = []  # set when Lightning's fit begins
     try:
         lock = RunLock(run_dir, say=_say).acquire()
+        previous = os.environ.get("BAYESGEN_RUN_DIR")
         try:
             return _train_in(cfg, run_dir, resume, callbacks, started)
         finally:
             lock.release()
+            # set for Lightning's child processes only while this run trains: a later run in
+            # this process (notebook, tests) or a torchrun it starts must not inherit it
+            if previous is None:
+                os.environ.pop("BAYESGEN_RUN_DIR", None)
+            else:
+                os.environ["BAYESGEN_RUN_DIR"] = previous
     except BaseException:
         if fresh and not started and is_primary_process():
             _remove_failed_start(run_dir)
