@@ -40,9 +40,8 @@ def baselines(dm, scorer=None, n_samples: int = 0, seed: int = 0,
     gen = torch.Generator().manual_seed(seed)
     for row in rows.values():
         model = row.pop("model")
-        values = row.pop("per_example")
-        if keep_per_example:
-            row["per_example"] = values.double()
+        if not keep_per_example:
+            del row["per_example"]
         if scorer is not None and n_samples >= 2:
             unit = model.sample(n_samples, generator=gen).float() / (levels - 1)
             row["quality"] = scorer.score_unit(unit)
@@ -113,10 +112,9 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict],
         lines.append(f"  {label:42s}{bpd:>16s}{_num(quality.get('fd'), '.1f'):>15s}"
                      f"{_pct(quality.get('confident_share')):>11s}")
 
-    bpd, bpd_se, offset = model["bpd"], model["bpd_se"], 0.0
+    bpd, bpd_se = model["bpd"], model["bpd_se"]
     if "bpd_marginal" in model:  # class-conditional: the bound on −log2 p(x) is comparable
         bpd, bpd_se = model["bpd_marginal"], model["bpd_marginal_se"]
-        offset = bpd - model["bpd"]
         k = model.get("num_labels", "K")
         lines.append(f"  class-conditional model with a uniform label prior: bits/dim of p(x) ≤ "
                      f"p(x|y)'s {model['bpd']:.3f} + log2({k})/D")
@@ -128,9 +126,7 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict],
     if not rows:
         return lines
     name, best = min(rows.items(), key=lambda item: item[1]["bpd"])
-    paired = None
-    if per_example is not None and row_values(best) is not None:
-        paired = paired_margin(per_example, row_values(best), offset)
+    paired = best_margin(model, rows, per_example)
     if paired is not None:
         gap, gap_se = paired
         how = "paired over the same test images"
@@ -145,10 +141,15 @@ def summary_lines(model: dict, real: dict | None, rows: dict[str, dict],
     return lines
 
 
-def row_values(row: dict) -> torch.Tensor | None:
-    """A baseline row's per-example bits/dim, when kept."""
-    values = row.get("per_example")
-    return values if isinstance(values, torch.Tensor) else None
+def best_margin(model: dict, rows: dict[str, dict],
+                per_example: torch.Tensor | None) -> tuple[float, float] | None:
+    """Paired margin of the model (its p(x) bound when class-conditional) to the baseline with
+    the lowest bits/dim, or None without per-example values on both sides."""
+    best = min(rows.values(), key=lambda row: row["bpd"])
+    if per_example is None or best.get("per_example") is None:
+        return None
+    return paired_margin(per_example, best["per_example"],
+                         model.get("bpd_marginal", model["bpd"]) - model["bpd"])
 
 
 def train_summary(cfg, dm, samples: torch.Tensor, metrics: dict,
@@ -171,11 +172,7 @@ def train_summary(cfg, dm, samples: torch.Tensor, metrics: dict,
     if rows:
         out["baselines"] = {name: {k: v for k, v in row.items() if k != "per_example"}
                             for name, row in rows.items()}
-        best = min(rows.values(), key=lambda row: row["bpd"])
-        if per_example is not None and row_values(best) is not None:
-            offset = metrics.get("bpd_marginal", metrics["bpd"]) - metrics["bpd"]
-            paired = paired_margin(per_example, row_values(best), offset)
-            if paired is not None:
-                out["margin_to_best_baseline"] = {"bpd": paired[0], "bpd_se": paired[1],
-                                                  "paired": True}
+        if (paired := best_margin(metrics, rows, per_example)) is not None:
+            out["margin_to_best_baseline"] = {"bpd": paired[0], "bpd_se": paired[1],
+                                              "paired": True}
     return out, lines

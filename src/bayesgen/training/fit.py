@@ -224,7 +224,7 @@ def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: floa
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     with torch.no_grad():
         metrics = evaluate_bpd(task, loader, task.eval_kwargs, max_batches=cfg.evaluate.max_batches,
-                               repeats=int(cfg.evaluate.get("repeats", 1) or 1), seed=cfg.seed,
+                               repeats=cfg.evaluate.get("repeats", 1), seed=cfg.seed,
                                keep_per_example=True)
     per_example = metrics.pop("per_example_bpd")
     metrics |= {"split": split, "steps": steps, "train_seconds": train_seconds}
