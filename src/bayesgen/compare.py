@@ -307,8 +307,10 @@ def _rows(table: dict) -> list[list[str]]:
     rows = []
     for label, r in table["runs"].items():
         q = r.get("quality") or {}
-        steps = ", ".join(f"{k}={v}" for k, v in (r.get("sample_kwargs") or {}).items()
-                          if k in ("k", "n_steps", "solver", "steps"))
+        kwargs = r.get("sample_kwargs") or {}
+        steps = ", ".join([r.get("sampler") or kwargs.get("solver") or "ancestral"]
+                          + [f"{k}={v}" for k, v in kwargs.items()
+                             if k in ("k", "n_steps", "steps")])
         nfe = f", {r['network_evaluations']} NFE" if r.get("network_evaluations") else ""
         rows.append([label, r["method"], f"{r['test']['bpd']:.3f} ± {r['test']['bpd_se']:.3f}",
                      _num(q.get("fd"), ".1f"), _pct(q.get("confident_share")),

@@ -228,21 +228,25 @@ def progress_callback(total: int | None, description: str = "sampling",
 
 
 def sampler_steps(method: nn.Module, **sample_kwargs) -> int | None:
-    """How often ``method.sample(**sample_kwargs)`` calls its callback: BSI k + 1, BFN
-    n_steps + 1, VDM k, Inflationary Flows n_steps with a fixed-step solver; None for the
-    adaptive ODE solver (its number of evaluations is known only afterwards)."""
+    """How often ``method.sample(**sample_kwargs)`` calls its callback (once per network
+    call): BSI k + 1, BFN n_steps + 1, VDM k with the ancestral sampler, k or n_steps with the
+    fast solvers (``sampler=ode1|ode2|sde2``), Inflationary Flows n_steps with a fixed-step
+    solver; None for the adaptive ODE solver (its number of evaluations is known only
+    afterwards)."""
     from bayesgen.methods import BFN, BSI, VDM, InflationaryFlow
 
     kw = sample_kwargs
+    extra = int(kw.get("sampler", "ancestral") == "ancestral")  # the ancestral final call
     if isinstance(method, BSI):
-        return method.schedule_t(kw.get("k"), kw.get("t"), schedule=kw.get("schedule")).numel()
+        grid = method.schedule_t(kw.get("k"), kw.get("t"), schedule=kw.get("schedule"))
+        return grid.numel() - 1 + extra
     if isinstance(method, VDM):
         return method.schedule_t(kw.get("k"), kw.get("t")).numel() - 1
     if isinstance(method, BFN):
         default = inspect.signature(method.sample).parameters["n_steps"].default
-        return int(kw.get("n_steps", default)) + 1
+        return int(kw.get("n_steps", default)) + extra
     if isinstance(method, InflationaryFlow):
-        solver = kw.get("solver", "adaptive")
+        solver = kw.get("sampler") or kw.get("solver", "adaptive")
         if solver == "adaptive":
             return None
         return method.time_grid(solver, kw.get("n_steps"), kw.get("h"), kw.get("grid")).numel() - 1

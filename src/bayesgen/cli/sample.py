@@ -24,6 +24,10 @@ SAMPLER = [
     Option("k", POSITIVE_INT, help="sampling steps (BSI, VDM); default: the run's sample_kwargs"),
     Option("n_steps", POSITIVE_INT, help="sampling steps (BFN); default: the run's"),
     Option("schedule", choice("linear", "cosine", "edm", "edm7"), help="BSI's step schedule"),
+    Option("sampler", choice("ancestral", "ode1", "ode2", "sde2", "euler", "heun", "adaptive"),
+           help="ancestral (the papers'), ode1/ode2/sde2 (fast solvers: one network call a "
+           "step) for BSI, BFN, VDM; euler/heun/adaptive for Inflationary Flows; default: the "
+           "run's"),
 ]
 # Conditioning by inference (methods' observed=/mask=) and the progress bar.
 EXTRA_OPTIONS: list[Option] = [
@@ -46,7 +50,7 @@ def accepts(fn, name: str) -> bool:
 def sampler_kwargs(cfg, method, opts: dict) -> dict:
     """The run's ``sample_kwargs`` with the sampler options given on the command line."""
     kwargs = dict(cfg.method.get("sample_kwargs", {}) or {})
-    for key in ("k", "n_steps", "schedule"):
+    for key in ("k", "n_steps", "schedule", "sampler"):
         if opts.get(key) is not None:
             if not accepts(method.sample, key):
                 raise UsageError(f"{key}= does not apply to method {cfg.method.name}")

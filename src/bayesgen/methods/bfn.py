@@ -55,6 +55,8 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bayesgen.methods.solvers import Sampler, check_sampler, solve
+
 Kind = Literal["continuous", "discretized", "discrete"]
 Inpaint = Literal["tweedie", "replace"]
 # callback(step, t, x_hat) -> None: called once per network call of a sampler
@@ -67,6 +69,8 @@ LOG_STD_RANGE = 10.0  # network log-stds are clamped to [−10, 10]
 MAX_STD = 10.0  # discretized output std is clamped to [min_std, 10]
 MIN_PROB = 1e-5  # bin probabilities below this fall back to density × bin width
 N_MC = 10  # Monte-Carlo samples of y in the n-step discretized and discrete losses
+# first time of the fast solvers' grid (Xue et al.'s η: 0.01 for images, 0.001 for text8)
+SOLVER_T_START = {"continuous": 1e-2, "discretized": 1e-2, "discrete": 1e-3}
 
 
 def beta_1_from_max_sqrt_beta(max_sqrt_beta: float) -> float:
@@ -504,7 +508,8 @@ class BFN(nn.Module):
     def sample(self, n_samples: int, n_steps: int = 100, generator=None, device=None, dtype=None,
                return_probs: bool = False, callback: Callback | None = None,
                observed: Tensor | None = None, mask: Tensor | None = None,
-               inpaint: Inpaint = "tweedie", inpaint_iters: int = 4, **model_kwargs) -> Tensor:
+               inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
+               sampler: Sampler = "ancestral", **model_kwargs) -> Tensor:
         """n-step sampler (§4–§6 sample generation): for i = 1..n, t = (i − 1)/n, draw from the
         output distribution (x̂ for continuous data, a bin centre, a class k), send
         y ~ p_S(· | ·; α_i), update the input parameters by Bayes; finally return x̂(μ, 1), the
@@ -530,36 +535,53 @@ class BFN(nn.Module):
         is the cheap baseline (no extra cost): the known part of the input parameters is
         re-drawn from the flow p_F(· | x_o; t) at every step, biased towards the unconditional
         distribution.
+
+        ``sampler``: ``"ancestral"`` (the paper's sampler above) or a fast solver of the
+        flow's SDE/ODE (Xue et al. 2024, :mod:`bayesgen.methods.solvers`), n network calls:
+        the Bayesian flow μ | x ~ N(γ·x, γ(1 − γ)·I) (Eq. 77, 80) for continuous and
+        discretized data, with x̂ the output's mean (Eq. 84; discretized: Σ_k p_k k_c, already
+        in [−1, 1]; continuous x̂ is clipped to [−1, 1]) — ``"ode1"``/``"ode2"`` BFN-Solver++1/
+        ++2 (Alg. 1–2), ``"sde2"`` SDE-BFN-Solver++2 (Alg. 3); for discrete data the logits
+        y | x ~ N(β(K·e_x − 1), βK·I) of θ = softmax(y) (§6) with x̂ = p̂ − 1/K — BFN-Solver1/2
+        (Alg. 6–7) and SDE-BFN-Solver2 (Alg. 5). The grid is the sampler's own, uniform in t,
+        from t_start = SOLVER_T_START (η of Xue et al.) to 1; the network is called at its
+        first n points and the last prediction is returned: x̂ (continuous), the mode bin of
+        the output distribution (discretized), the most probable class (discrete). The start
+        is the ℓ → −∞ limit (see ``solve``'s ``limit_start``): μ = √(γ(1 − γ))·ε at t_start,
+        its mean supplied by the first prediction.
         """
         return self._run_sampler(n_samples, n_steps, generator, device, dtype, False,
                                  return_probs, model_kwargs, callback, observed, mask, inpaint,
-                                 inpaint_iters)["x"]
+                                 inpaint_iters, sampler)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, n_steps: int = 100, generator=None, device=None,
                        dtype=None, return_probs: bool = False, callback: Callback | None = None,
                        observed: Tensor | None = None, mask: Tensor | None = None,
                        inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
-                       **model_kwargs) -> dict[str, Tensor]:
+                       sampler: Sampler = "ancestral", **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every step, stacked on dim 0, for animations: input parameters
         ``"mu"`` or ``"theta"`` (n + 1, the prior first), the output's ``"x_hat"`` (continuous:
         x̂; discretized: mean bin centre Σ p_k k_c) or ``"probs"`` (discrete) (n + 1, the last at
         t = 1), the draws ``"k"`` (discretized and discrete) and ``"y"`` (n), the times ``"t"``
         (n + 1) and the samples ``"x"``. After i updates the input parameters are distributed as
-        the flow at t = i/n when the output distribution is exact. Other arguments as for
-        :meth:`sample`."""
+        the flow at t = i/n when the output distribution is exact. The solvers (``sampler``
+        other than ancestral) record the n states at which they call the network (``"mu"``, or
+        ``"theta"`` = softmax of the logits), their predictions and times, and no draws. Other
+        arguments as for :meth:`sample`."""
         return self._run_sampler(n_samples, n_steps, generator, device, dtype, True,
                                  return_probs, model_kwargs, callback, observed, mask, inpaint,
-                                 inpaint_iters)
+                                 inpaint_iters, sampler)
 
     def _run_sampler(self, n_samples, n_steps, generator, device, dtype, keep: bool,
                      return_probs: bool, model_kwargs: dict, callback: Callback | None = None,
                      observed: Tensor | None = None, mask: Tensor | None = None,
-                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4
-                     ) -> dict[str, Tensor]:
+                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
+                     sampler: Sampler = "ancestral") -> dict[str, Tensor]:
         n_samples, n = _count(n_samples, "n_samples"), _count(n_steps, "n_steps")
         if return_probs and self.kind != "discrete":
             raise ValueError("return_probs=True is only defined for discrete data")
+        check_sampler(sampler, f"the {self.kind} BFN")
         device, dtype = _device_dtype(self.model, device, dtype)
         ts = torch.arange(n + 1, device=device, dtype=dtype) / n
         shape = (n_samples, *self.data_shape)
@@ -603,6 +625,10 @@ class BFN(nn.Module):
                 p = torch.where(known[..., None], e_o, p)
                 return p / p.sum(-1, keepdim=True)
 
+            if sampler != "ancestral":
+                return self._solve_discrete(shape, n, sampler, output_probs, randn, keep,
+                                            callback, cond, replace, return_probs, generator,
+                                            device, dtype)
             log_theta = torch.full((*shape, K), -math.log(K), device=device, dtype=dtype)
             record(theta=log_theta.exp())
             for i in range(1, n + 1):
@@ -642,7 +668,8 @@ class BFN(nn.Module):
                     x_hat = _condition_prediction(f, mu, cond[0], cond[1], inpaint_iters, pred)
                     if mean is not None:  # shift the output Gaussian by the correction
                         mean = mean + (x_hat - pred)
-                elif self.kind == "continuous" or keep or callback is not None:
+                elif (self.kind == "continuous" or keep or callback is not None
+                      or sampler != "ancestral"):
                     x_hat = f(mu) if mean is None else self._bin_mean(mean, std)
                 else:
                     x_hat = mean  # not used
@@ -650,6 +677,9 @@ class BFN(nn.Module):
                     x_hat = torch.where(cond[0], cond[1], x_hat)
                 return x_hat, mean, std
 
+            if sampler != "ancestral":
+                return self._solve_continuous(shape, n, sampler, predict, randn, keep, callback,
+                                              cond, replace, generator, device, dtype)
             mu, rho = torch.zeros(shape, device=device, dtype=dtype), 1.0
             record(mu=mu)
             for i in range(1, n + 1):
@@ -681,6 +711,86 @@ class BFN(nn.Module):
         if not keep:
             return {"x": x}
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
+
+    def _solver_grid(self, n: int) -> list[float]:
+        """The fast solvers' n + 1 times, uniform from SOLVER_T_START[kind] to 1."""
+        t0 = SOLVER_T_START[self.kind]
+        return [t0 + (1 - t0) * i / n for i in range(n + 1)]
+
+    def _solve_continuous(self, shape, n: int, sampler: str, predict, randn, keep: bool,
+                          callback: Callback | None, cond, replace: bool, generator, device,
+                          dtype) -> dict[str, Tensor]:
+        """BFN-Solver(++) on the flow μ ~ N(γ·x, γ(1 − γ)) (continuous, discretized data)."""
+        times = self._solver_grid(n)
+        ts = torch.tensor(times, device=device, dtype=dtype)
+        gam = [1 - self.sigma_1 ** (2 * v) for v in times]
+        std = [math.sqrt(g * (1 - g)) for g in gam]
+        hist: dict[str, list[Tensor]] = {"mu": [], "x_hat": []}
+        last: dict[str, Tensor] = {}
+
+        def f(mu: Tensor, i: int) -> Tensor:
+            x_hat, last["mean"], last["std"] = predict(mu, ts[i])
+            if callback is not None:
+                callback(i, times[i], x_hat)
+            return x_hat
+
+        def reset_known(mu: Tensor, i: int) -> Tensor:  # μ_o ~ p_F(μ | x_o; t_i)
+            return torch.where(cond[0], self._flow(cond[1], ts[i].expand(shape[0]), generator), mu)
+
+        x = solve(std[0] * randn(torch.empty(shape, device=device)), gam, std, f, sampler,
+                  lambda: randn(ts.new_empty(shape)), limit_start=True,
+                  after_step=reset_known if replace else None,
+                  record=(lambda z, xh: (hist["mu"].append(z), hist["x_hat"].append(xh)))
+                  if keep else None)
+        if self.kind == "discretized":
+            probs = discretized_normal_probs(last["mean"], last["std"], self.num_bins)
+            x = bin_centre(probs.argmax(-1), self.num_bins, dtype)
+            if cond is not None:
+                x = torch.where(cond[0], cond[1], x)
+        if not keep:
+            return {"x": x}
+        return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts[:-1], "x": x}
+
+    def _solve_discrete(self, shape, n: int, sampler: str, output_probs, randn, keep: bool,
+                        callback: Callback | None, cond, replace: bool, return_probs: bool,
+                        generator, device, dtype) -> dict[str, Tensor]:
+        """BFN-Solver1/2 and SDE-BFN-Solver2 on the logits y ~ N(β(K·e_x − 1), βK·I), whose
+        u = √(Kβ) ∝ t (β = β(1)·t², Eq. 182): x̂ = p̂ − 1/K is expanded in u (solve's "u")."""
+        K = self.num_classes
+        times = self._solver_grid(n)
+        ts = torch.tensor(times, device=device, dtype=dtype)
+        a = [K * self.beta_1 * v * v for v in times]
+        std = [math.sqrt(v) for v in a]
+        hist: dict[str, list[Tensor]] = {"theta": [], "probs": []}
+        last: dict[str, Tensor] = {}
+        full = (*shape, K)
+
+        def f(y: Tensor, i: int) -> Tensor:
+            last["probs"] = probs = output_probs(torch.log_softmax(y, -1), ts[i])
+            if callback is not None:
+                callback(i, times[i], probs)
+            if keep:
+                hist["theta"].append(torch.softmax(y, -1))
+                hist["probs"].append(probs)
+            return probs - 1 / K
+
+        def reset_known(y: Tensor, i: int) -> Tensor:  # the known logits from p_F(θ | x_o; t_i)
+            e_o = F.one_hot(cond[1], K).to(dtype)
+            flow = self._discrete_flow(e_o, ts[i].expand(shape[0]), generator).log()
+            return torch.where(cond[0][..., None], flow, y)
+
+        solve(std[0] * randn(torch.empty(full, device=device)), a, std, f, sampler,
+              lambda: randn(ts.new_empty(full)), expansion="u", limit_start=True,
+              after_step=reset_known if replace else None)
+        probs = last["probs"]
+        x = probs if return_probs else probs.argmax(-1)
+        if cond is not None:
+            known, x_o = cond
+            x = (torch.where(known[..., None], F.one_hot(x_o, K).to(dtype), probs)
+                 if return_probs else torch.where(known, x_o, x))
+        if not keep:
+            return {"x": x}
+        return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts[:-1], "x": x}
 
     def _check_observed(self, observed, mask, shape: tuple[int, ...], device, dtype,
                         inpaint, inpaint_iters) -> tuple[Tensor, Tensor] | None:

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bayesgen.methods.solvers import Sampler, check_sampler, solve
+
 Schedule = Literal["linear", "cosine", "edm", "edm7"]
 Inpaint = Literal["tweedie", "replace"]
 # callback(step, t, x_hat) -> None: called once per network call of a sampler
@@ -292,7 +294,7 @@ class BSI(nn.Module):
                schedule: Schedule | None = None, generator=None, device=None, dtype=None,
                callback: Callback | None = None, observed: Tensor | None = None,
                mask: Tensor | None = None, inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
-               **model_kwargs) -> Float[Tensor, " n *D"]:
+               sampler: Sampler = "ancestral", **model_kwargs) -> Float[Tensor, " n *D"]:
         """k-step BSI sampler: x̂ = x̂(μ, t_i); y = x̂ + α_i^(−1/2)·ε;
         μ ← (α_i·y + λ_i·μ)/λ_{i+1}; return x̂(μ, 1). k + 1 network calls.
 
@@ -313,29 +315,43 @@ class BSI(nn.Module):
         example is known). ``inpaint="replace"`` is the cheap baseline (one network call per
         step): the known part of μ is re-drawn from q(μ | x_o, λ) at every step, which leaves
         the unknown part biased towards the unconditional distribution.
+
+        ``sampler``: ``"ancestral"`` (the paper's sampler above, k + 1 network calls) or a
+        probability-flow solver of the belief process μ | x ~ N(a·x, λ⁻¹·I), a = (λ − λ0)/λ
+        (the marginal of the measurements, spec "Belief marginal"), on the same grid t_0 … t_k:
+        ``"ode1"``/``"ode2"`` (DPM-Solver++(1)/(2M)) and ``"sde2"`` (SDE-DPM-Solver++(2M)),
+        see :mod:`bayesgen.methods.solvers`. They call the network at t_0 … t_{k−1} (k calls)
+        and return x̂(μ, t_{k−1}); x̂ is clipped to the discretization's range when there is
+        one. With λ0 → 0 the first-order SDE step is exactly the ancestral step above
+        (e^(−2h) = λ_i/λ_{i+1}), so ``"sde2"`` is its second-order refinement.
         """
         return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, False,
                                  model_kwargs, callback, observed, mask, inpaint,
-                                 inpaint_iters)["x"]
+                                 inpaint_iters, sampler)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                        schedule: Schedule | None = None, generator=None, device=None, dtype=None,
                        callback: Callback | None = None, observed: Tensor | None = None,
                        mask: Tensor | None = None, inpaint: Inpaint = "tweedie",
-                       inpaint_iters: int = 4, **model_kwargs) -> dict[str, Tensor]:
+                       inpaint_iters: int = 4, sampler: Sampler = "ancestral",
+                       **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every belief mean μ_i (k + 1), prediction x̂_i (k + 1, the last being
         the sample) and measurement y_i (k), stacked on dim 0; the sample itself under ``"x"``.
-        Other arguments as for :meth:`sample`."""
+        The solvers (``sampler`` other than ancestral) record the k beliefs and predictions at
+        which they call the network and no measurements. Other arguments as for
+        :meth:`sample`."""
         return self._run_sampler(n_samples, k, t, schedule, generator, device, dtype, True,
-                                 model_kwargs, callback, observed, mask, inpaint, inpaint_iters)
+                                 model_kwargs, callback, observed, mask, inpaint, inpaint_iters,
+                                 sampler)
 
     def _run_sampler(self, n_samples, k, t, schedule, generator, device, dtype, keep: bool,
                      model_kwargs: dict, callback: Callback | None = None,
                      observed: Tensor | None = None, mask: Tensor | None = None,
-                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4
-                     ) -> dict[str, Tensor]:
+                     inpaint: Inpaint = "tweedie", inpaint_iters: int = 4,
+                     sampler: Sampler = "ancestral") -> dict[str, Tensor]:
         n_samples = _count(n_samples, "n_samples")
+        check_sampler(sampler, "BSI")
         device, dtype = _device_dtype(self.model, device, dtype)
         shape = (n_samples, *self.data_shape)
         cond = self._check_observed(observed, mask, shape, device, dtype, inpaint,
@@ -367,6 +383,9 @@ class BSI(nn.Module):
             return torch.where(obs, x_o, x_hat)
 
         mu = self.lambda_0 ** -0.5 * randn()
+        if sampler != "ancestral":
+            return self._solve(mu, lams, ts, t_host, sampler, prediction, randn, keep, callback,
+                               cond, inpaint == "replace", a_next, std_next)
         hist: dict[str, list[Tensor]] = {"mu": [mu], "x_hat": [], "y": []}
         for i in range(ts.numel() - 1):
             x_hat = prediction(mu, ts[i])
@@ -387,6 +406,39 @@ class BSI(nn.Module):
             return {"x": x}
         hist["x_hat"].append(x)
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts, "x": x}
+
+    def _solve(self, mu: Tensor, lams: Tensor, ts: Tensor, t_host: list[float], sampler: str,
+               prediction: Callable[[Tensor, Tensor], Tensor], randn: Callable[[], Tensor],
+               keep: bool, callback: Callback | None, cond: tuple[Tensor, Tensor] | None,
+               replace: bool, a_next: list[float], std_next: list[float]) -> dict[str, Tensor]:
+        """The probability-flow solvers on μ_i ~ N(a_i·x, λ_i⁻¹), a_i = (λ_i − λ0)/λ_i."""
+        d = self.discretization
+        hist: dict[str, list[Tensor]] = {"mu": [], "x_hat": []}
+
+        def predict(z: Tensor, i: int) -> Tensor:
+            x_hat = prediction(z, ts[i])
+            if d is not None:
+                x_hat = x_hat.clamp(d.min, d.max)
+                if cond is not None:
+                    x_hat = torch.where(cond[0], cond[1], x_hat)
+            if callback is not None:
+                callback(i, t_host[i], x_hat)
+            return x_hat
+
+        def record(z: Tensor, x_hat: Tensor) -> None:
+            hist["mu"].append(z)
+            hist["x_hat"].append(x_hat)
+
+        def reset_known(z: Tensor, i: int) -> Tensor:  # μ_o ~ q(μ | x_o, λ_i)
+            return torch.where(cond[0], a_next[i - 1] * cond[1] + std_next[i - 1] * randn(), z)
+
+        lam = lams.tolist()
+        x = solve(mu, [(v - self.lambda_0) / v for v in lam], [v**-0.5 for v in lam],
+                  predict, sampler, randn, after_step=reset_known if replace else None,
+                  record=record if keep else None)
+        if not keep:
+            return {"x": x}
+        return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts[:-1], "x": x}
 
     def _check_observed(self, observed, mask, shape: tuple[int, ...], device, dtype,
                         inpaint, inpaint_iters) -> tuple[Tensor, Tensor] | None:

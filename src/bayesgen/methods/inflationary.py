@@ -532,13 +532,17 @@ class InflationaryFlow(nn.Module):
                generator: torch.Generator | None = None, solver: Solver = "adaptive",
                n_steps: int | None = None, h: float | None = None, grid: Tensor | None = None,
                rtol: float = RTOL, atol: float = ATOL, device=None, dtype=None,
-               callback: Callback | None = None, **model_kwargs) -> Float[Tensor, " n *S"]:
+               callback: Callback | None = None, sampler: Solver | None = None,
+               **model_kwargs) -> Float[Tensor, " n *S"]:
         """decode(z) for latents z ~ :meth:`sample_latents` (dtype/device of the model's
-        parameters unless given; float32 on CPU for parameter-free models).
+        parameters unless given; float32 on CPU for parameter-free models). ``sampler`` names
+        the solver as for the other methods (``"euler"``, ``"heun"``, ``"adaptive"``) and
+        takes the place of ``solver``.
 
         ``callback(step, t, x_hat)`` gets the denoised prediction in data coordinates once per
         solver step (Euler, Heun: n_steps calls, t from t_max down) or once per function
         evaluation (adaptive: ``last_nfe`` calls); see :meth:`integrate`."""
+        solver = _pick_solver(solver, sampler)
         z = self.sample_latents(n_samples, eps, generator, device, dtype)
         return self.decode(z, solver, n_steps, h, grid, rtol, atol, callback=callback,
                            **model_kwargs)
@@ -549,13 +553,15 @@ class InflationaryFlow(nn.Module):
                        n_steps: int | None = None, h: float | None = None,
                        grid: Tensor | None = None, rtol: float = RTOL, atol: float = ATOL,
                        device=None, dtype=None, callback: Callback | None = None,
-                       **model_kwargs) -> dict[str, Tensor]:
+                       sampler: Solver | None = None, **model_kwargs) -> dict[str, Tensor]:
         """The generation trajectory stacked on dim 0 at times ``"t"`` (t_max → t_start; 100
         frames for the adaptive solver unless n_steps / h / grid say otherwise): ``"xs"`` the
         scaled states W·x in the data layout, ``"tilde_xs"`` the unscaled states W·x/s + μ in
         data coordinates, ``"frames"`` the scaled states in data coordinates rescaled to end on
         the samples, W·x/s(t_end) + μ (what the training engine animates: latents ×√ξ* morphing
-        into data); ``"z"`` the latents and ``"x"`` the samples."""
+        into data); ``"z"`` the latents and ``"x"`` the samples. ``sampler`` as for
+        :meth:`sample`."""
+        solver = _pick_solver(solver, sampler)
         z = self.sample_latents(n_samples, eps, generator, device, dtype)
         if solver == "adaptive" and n_steps is None and h is None and grid is None:
             n_steps = 100
@@ -712,6 +718,21 @@ def _count(n, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
+
+
+def _pick_solver(solver: str, sampler: str | None) -> str:
+    """The pfODE solver named by ``sampler`` (the argument every method's sampler takes) or,
+    without it, by ``solver``."""
+    if sampler is None:
+        return solver
+    if sampler not in ("euler", "heun", "adaptive"):
+        raise ValueError(f"InflationaryFlow: unknown sampler {sampler!r}; its pfODE is solved "
+                         "by 'euler', 'heun' or 'adaptive' (ancestral, ode1, ode2 and sde2 are "
+                         "BSI's, BFN's and VDM's)")
+    if solver not in ("adaptive", sampler):
+        raise ValueError(f"InflationaryFlow: solver={solver!r} and sampler={sampler!r} "
+                         "disagree; give one of them")
+    return sampler
 
 
 def _check_tolerances(rtol: float, atol: float) -> None:

@@ -47,6 +47,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from bayesgen.methods.bsi import Discretization
+from bayesgen.methods.solvers import Sampler, check_sampler, solve
 
 Parameterization = Literal["eps", "x"]
 # callback(step, t, x_hat) -> None: called once per network call of a sampler
@@ -276,30 +277,42 @@ class VDM(nn.Module):
     @torch.no_grad()
     def sample(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                generator=None, device=None, dtype=None, callback: Callback | None = None,
-               **model_kwargs) -> Float[Tensor, " n *D"]:
+               sampler: Sampler = "ancestral", **model_kwargs) -> Float[Tensor, " n *D"]:
         """k-step ancestral sampler: z_1 ~ N(0, I); for t = t_k … t_1 (s the next lower time)
         z_s ~ q(z_s | z_t, x̂(z_t, t)); return z_0/α_0. k network calls.
 
         ``callback(step, t, x_hat)`` is called after each of the k network calls (step 0 …
-        k − 1, t from 1 down to t_1 as a float) with the prediction x̂(z_t, t) (n, *D)."""
+        k − 1, t from 1 down to t_1 as a float) with the prediction x̂(z_t, t) (n, *D).
+
+        ``sampler``: ``"ancestral"`` (the above) or a solver of the probability-flow ODE
+        (``"ode1"``/``"ode2"``, DPM-Solver++(1)/(2M)) or of the reverse SDE (``"sde2"``,
+        SDE-DPM-Solver++(2M)) of z_t | x ~ N(α_t·x, σ_t²·I) (VDM Eq. 1–2), see
+        :mod:`bayesgen.methods.solvers`, on the same grid (uniform in t, so uniform in log-SNR)
+        from z_1 ~ N(0, I): k network calls at t = 1 … 1/k, returning the last x̂; x̂ is
+        clipped to the discretization's range when there is one."""
         return self._run_sampler(n_samples, k, t, generator, device, dtype, False,
-                                 model_kwargs, callback)["x"]
+                                 model_kwargs, callback, sampler)["x"]
 
     @torch.no_grad()
     def sample_history(self, n_samples: int, k: int | None = None, t: Tensor | None = None,
                        generator=None, device=None, dtype=None, callback: Callback | None = None,
-                       **model_kwargs) -> dict[str, Tensor]:
+                       sampler: Sampler = "ancestral", **model_kwargs) -> dict[str, Tensor]:
         """The sampler's every latent ``"z"`` (k + 1, z_1 first), prediction ``"x_hat"`` (k + 1,
         the last being the sample z_0/α_0) and time ``"t"`` (k + 1, from 1 down to 0), stacked on
-        dim 0; the sample itself under ``"x"``. ``callback`` as for :meth:`sample`."""
+        dim 0; the sample itself under ``"x"`` (the solvers: the k latents, predictions and
+        times of their network calls). ``callback`` and ``sampler`` as for :meth:`sample`."""
         return self._run_sampler(n_samples, k, t, generator, device, dtype, True, model_kwargs,
-                                 callback)
+                                 callback, sampler)
 
     def _run_sampler(self, n_samples, k, t, generator, device, dtype, keep: bool,
-                     model_kwargs: dict, callback: Callback | None = None
-                     ) -> dict[str, Tensor]:
+                     model_kwargs: dict, callback: Callback | None = None,
+                     sampler: Sampler = "ancestral") -> dict[str, Tensor]:
         n_samples = _count(n_samples, "n_samples")
+        check_sampler(sampler, "VDM")
         device, dtype = _device_dtype(self.model, device, dtype)
+        if sampler != "ancestral":
+            return self._solve(n_samples, k, t, generator, device, dtype, keep, model_kwargs,
+                               callback, sampler)
         # q(z_s | z_t, x) = N(α_s·lerp(z_t/α_t, x, c), σ_s²·c·I), c = 1 − SNR(t)/SNR(s)
         # = −expm1(γ(s) − γ(t)) (VDM's posterior, written stably in γ). With x = x̂ the mean is
         # (α_s/α_t)·(z_t − c·σ_t·ε̂) for ε-prediction and (α_s/α_t)(1 − c)·z_t + α_s·c·x̂ for
@@ -342,6 +355,35 @@ class VDM(nn.Module):
             return {"x": x}
         hist["x_hat"].append(x)
         return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts_d, "x": x}
+
+    def _solve(self, n_samples: int, k, t, generator, device, dtype, keep: bool,
+               model_kwargs: dict, callback: Callback | None, sampler: str) -> dict[str, Tensor]:
+        """The probability-flow solvers on z_t ~ N(α_t·x, σ_t²), from t = 1 down to 0."""
+        ts64 = self.schedule_t(k, t, torch.empty((), dtype=torch.float64)).flip(0)
+        ts, t_host = ts64.to(device=device, dtype=dtype), ts64.tolist()
+        alpha, sigma = self.alpha(ts64).tolist(), self.sigma(ts64).tolist()
+        shape = (n_samples, *self.data_shape)
+        d = self.discretization
+        hist: dict[str, list[Tensor]] = {"z": [], "x_hat": []}
+
+        def randn() -> Tensor:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        def predict(z: Tensor, i: int) -> Tensor:
+            out = self.model(z, ts[i].expand(n_samples), **model_kwargs)
+            x_hat = out if self.parameterization == "x" else (z - sigma[i] * out) / alpha[i]
+            if d is not None:
+                x_hat = x_hat.clamp(d.min, d.max)
+            if callback is not None:
+                callback(i, t_host[i], x_hat)
+            return x_hat
+
+        x = solve(randn(), alpha, sigma, predict, sampler, randn,
+                  record=(lambda z, xh: (hist["z"].append(z), hist["x_hat"].append(xh)))
+                  if keep else None)
+        if not keep:
+            return {"x": x}
+        return {**{key: torch.stack(v) for key, v in hist.items()}, "t": ts[:-1], "x": x}
 
     # ---- input checks -------------------------------------------------------------------------
     def _check_data(self, x: Tensor) -> None:

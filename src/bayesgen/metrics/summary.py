@@ -59,6 +59,21 @@ def quality_scorer(dm, say: Callable[[str], None] = print):
     return QualityScorer.for_data(dm.train, dm.test, dm.info, say=say)
 
 
+def sampler_of(method, sample_kwargs: dict) -> str:
+    """The sampler ``method.sample(**sample_kwargs)`` uses: ``sampler=`` (``solver=`` for
+    Inflationary Flows) or the signature's default ("ancestral", IF "adaptive")."""
+    import inspect
+
+    params = inspect.signature(method.sample).parameters
+    for key in ("sampler", "solver"):
+        if sample_kwargs.get(key) is not None:
+            return str(sample_kwargs[key])
+    for key in ("sampler", "solver"):
+        if key in params and params[key].default not in (None, inspect.Parameter.empty):
+            return str(params[key].default)
+    return "ancestral"
+
+
 def sample_and_score(method, scorer, n: int, sample_kwargs: dict, seed: int = 0,
                      model_kwargs: dict | None = None, info=None) -> dict[str, Any]:
     """Draw ``n`` samples with the configured sampler settings (timed), then score them as
@@ -70,6 +85,7 @@ def sample_and_score(method, scorer, n: int, sample_kwargs: dict, seed: int = 0,
         x = method.sample(n, generator=gen, **sample_kwargs, **(model_kwargs or {}))
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {"n": n, "sample_seconds": seconds, "samples_per_second": n / seconds,
+                           "sampler": sampler_of(method, sample_kwargs),
                            "sample_kwargs": sample_kwargs}
     if getattr(method, "last_nfe", None) is not None:
         out["network_evaluations"] = method.last_nfe

@@ -236,7 +236,10 @@ def _write_outputs(cfg, task, dm, run_dir: Path, steps: int, train_seconds: floa
                           frames=cfg.sample.frames, animation=cfg.sample.animation,
                           seed=cfg.seed)
     summary, lines = _train_summary(cfg, dm, paths["tensor"], metrics, per_example)
-    write_json(metrics | summary, run_dir / "metrics.json")
+    from bayesgen.metrics.summary import sampler_of
+
+    sampling = {"sampler": sampler_of(task.method, sample_kwargs), "sample_kwargs": sample_kwargs}
+    write_json(metrics | sampling | summary, run_dir / "metrics.json")
     trained = f", trained {train_seconds:.0f} s" if train_seconds is not None else ""
     _say(f"{likelihood_line(metrics, dm.info, split, task.method)} ({metrics['n_examples']} "
          f"examples{trained})")
