@@ -235,6 +235,61 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=130)
 
 
+def closed_form(n: int = 20000) -> list[dict]:
+    """Gaussian data N(0.1, 0.3²) in 2-D with each method's exact denoiser, float64: the
+    samples' mean and std at 5, 10 and 20 network calls (tests/test_samplers.py checks them)."""
+    from bayesgen import BFN, BSI
+    from bayesgen.methods import VDM
+
+    m, s = 0.1, 0.3
+
+    def post(z, a, sd):  # E[x | z] for z = a·x + sd·ε
+        return m + a * s * s / (a * a * s * s + sd * sd) * (z - a * m)
+
+    def bfn_scale(t):
+        g = (1 - 1e-3 ** (2 * t))[:, None]
+        return g, (g * (1 - g)).clamp_min(1e-300).sqrt()
+
+    def discretized(mu, t):
+        g, sd = bfn_scale(t)
+        mean = post(mu, g, sd)
+        return torch.cat([mean, (0.5 * torch.log(s * s * sd * sd / (g * g * s * s + sd * sd))
+                                 ).expand_as(mean)], 1)
+
+    bsi = BSI(None, (2,), preconditioning=None)
+    bsi.model = lambda mu, t: post(mu, (1 - bsi.lambda_0 / bsi.icdf(t))[:, None],
+                                   bsi.icdf(t)[:, None].rsqrt())
+    vdm = VDM(None, (2,), parameterization="x")
+    vdm.model = lambda z, t: post(z, vdm.alpha(t)[:, None], vdm.sigma(t)[:, None])
+    methods = {"bsi": bsi, "vdm": vdm,
+               "bfn-continuous": BFN.continuous(lambda mu, t: post(mu, *bfn_scale(t)), (2,),
+                                                parameterization="x"),
+               "bfn-discretized": BFN.discretized(discretized, (2,), parameterization="x")}
+    rows = []
+    for name, method in methods.items():
+        for sampler in SAMPLERS:
+            for calls in (5, 10, 20, 100):
+                kw = step_kwargs(method, sampler, calls)
+                x = method.sample(n, generator=torch.Generator().manual_seed(0),
+                                  dtype=torch.float64, **kw)
+                rows.append(record("samplers_closed_form", model=name, sampler=sampler,
+                                   calls=calls, n=n, mean=round(x.mean().item(), 4),
+                                   std=round(x.std().item(), 4), true_mean=m, true_std=s))
+    return rows
+
+
+def closed_form_table(rows: list[dict]) -> str:
+    calls = sorted({r["calls"] for r in rows})
+    lines = ["| method | sampler | " + " | ".join(f"std at {c} calls" for c in calls) + " |",
+             "|---|---|" + "---|" * len(calls)]
+    by = {(r["model"], r["sampler"], r["calls"]): r for r in rows}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for sampler in SAMPLERS:
+            cells = [f"{by[model, sampler, c]['std']:.3f}" for c in calls]
+            lines.append(f"| {model} | {sampler} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_samplers")
@@ -249,7 +304,12 @@ def main() -> None:
     p.add_argument("--text-steps", type=int, default=4000)
     p.add_argument("--plot", default=None, help="write the FD-against-calls plot here (PNG)")
     p.add_argument("--tables", action="store_true", help="print markdown tables at the end")
+    p.add_argument("--closed-form", action="store_true",
+                   help="only the Gaussian closed-form check (seconds): std against calls")
     args = p.parse_args()
+    if args.closed_form:
+        print(closed_form_table(closed_form()))
+        return
     args.models = args.models.split(",")
     args.samplers = args.samplers.split(",")
     args.calls = [int(c) for c in args.calls.split(",")]

@@ -30,6 +30,7 @@ def test_train_writes_all_outputs(run_dir):
     assert list((run_dir / "tensorboard").glob("events.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["bpd"] > 0 and metrics["bpd_se"] > 0
+    assert metrics["sampler"] == "ancestral" and metrics["sample_kwargs"]["k"] == 4
     assert torch.load(run_dir / "samples.pt").shape == (4, 1, 8, 8)
 
 
@@ -59,6 +60,16 @@ def test_evaluate_and_sample(run_dir, tmp_path, capsys):
                  "animation=webp"]) == 0
     assert (tmp_path / "s/samples.png").is_file() and (tmp_path / "s/sampling.webp").is_file()
     assert torch.load(tmp_path / "s/samples.pt").shape == (9, 1, 8, 8)
+
+
+def test_sample_with_a_fast_solver(run_dir, tmp_path, capsys):
+    assert main(["sample", f"ckpt={run_dir}", "n=5", "k=6", "sampler=ode2", f"out={tmp_path}/o",
+                 "animation=none", "progress=false"]) == 0
+    assert "sampler=ode2" in capsys.readouterr().out
+    assert torch.load(tmp_path / "o/samples.pt").shape == (5, 1, 8, 8)
+    assert main(["sample", f"ckpt={run_dir}", "sampler=heun", "k=3", f"out={tmp_path}/h"]) == 2
+    assert "unknown sampler 'heun'" in capsys.readouterr().err
+    assert main(["sample", f"ckpt={run_dir}", "sampler=dpm"]) == 2
 
 
 @pytest.mark.parametrize("args, message", [

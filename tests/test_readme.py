@@ -148,6 +148,8 @@ RUN: dict[str, Run] = {
         ("max_batches=1",), replace=(("ckpt=…", f"ckpt={MNIST_CKPT}"),), output="form",
         slow=True, needs=("shared", "bench-mnist")),
     f"bayesgen sample ckpt={BSI_RUN} n=16 k=50": Run(output="form", needs=("digits-bsi",)),
+    f"bayesgen sample ckpt={BSI_RUN} n=16 k=20 sampler=ode2": Run(output="form",
+                                                                   needs=("digits-bsi",)),
     f"bayesgen sample ckpt={BSI_RUN} inpaint=digit.png mask=mask.png n=16": Run(
         shrink=("k=4",), needs=("digits-bsi", "inpaint-pictures"),
         reason="4 sampler steps; the README's run has 100"),

@@ -532,10 +532,24 @@ def _check_options(cfg: DictConfig, group: str, overrides: list[str]) -> None:
                     raise ConfigError(_foreign_options(f"method.{extra}", bad,
                                                        f"{owner.__name__}.{attr}", allowed,
                                                        overrides))
+                if extra == "sample_kwargs" and "sampler" in kwargs:
+                    _check_sampler(kwargs["sampler"], owner)
                 for name, key in CALL_ARGUMENTS.items():
                     if name in kwargs and (problem := key.problem(kwargs[name])):
                         raise ConfigError(f"invalid method.{extra}.{name}="
                                           f"{_show(kwargs[name])}: {problem}")
+
+
+def _check_sampler(value, owner) -> None:
+    """``method.sample_kwargs.sampler`` names one of the method's samplers."""
+    from bayesgen.methods.solvers import SAMPLERS
+
+    choices = ("euler", "heun", "adaptive") if owner.__name__ == "InflationaryFlow" else SAMPLERS
+    if value is None and owner.__name__ == "InflationaryFlow":
+        return
+    if value not in choices:
+        raise ConfigError(f"invalid method.sample_kwargs.sampler={_show(value)}: "
+                          f"{owner.__name__} samples with one of {', '.join(choices)}")
 
 
 def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
