@@ -139,12 +139,13 @@ def test_compare_tiny_preset_end_to_end(tmp_path, scorer, capsys):
     for run in results["runs"].values():
         assert run["steps"] == 6 and run["test"]["bpd"] > 0 and run["step_seconds"] > 0
         assert run["quality"]["n"] == 8 and 0 <= run["quality"]["confident_share"] <= 1
-        assert run["samples_per_second"] > 0
+        assert run["samples_per_second"] > 0 and run["sampler"] == "ancestral"
     assert results["real_test"]["n"] == 8
     assert set(results["baselines"]) == {"per-pixel histogram",
                                          "Gaussian, full covariance, dequantized"}
     report = (root / "report.md").read_text()
     assert "| bsi | bsi |" in report and "per-pixel histogram" in report
+    assert "(ancestral, k=10)" in report and "(ancestral, n_steps=10)" in report
     assert "bayesgen compare preset=tiny samples=8 trainer.val_check_interval=3" in report
     assert (root / "val_bpd.png").is_file()
     html = (root / "report.html").read_text()
