@@ -6,6 +6,7 @@ Trains (or, when its run folder has finished, loads) five models:
   (MLP 1024 × 2 on the 8×8 digits; ``--digits-steps``, the preset's 5000 by default),
 - ``mnist-bfn``: discrete BFN on binarized MNIST (the ``compare preset=mnist`` run;
   ``--mnist-steps``, the preset's 15000 by default),
+- ``demo-bsi`` (not by default): the model of ``make demo`` (``experiment=digits-bsi``),
 - ``text-bfn``: discrete BFN on tinyshakespeare (text8 symbols, 64 characters, a 4-layer 128-wide
   transformer; ``--text-steps``),
 
@@ -48,6 +49,8 @@ TEXT = ["data=tinyshakespeare", "data.seq_len=64", "data.batch_size=64", "method
 
 def model_overrides(name: str, args) -> list[str]:
     """The training overrides of one benchmark model."""
+    if name == "demo-bsi":  # the demo's model exactly (make demo)
+        return ["experiment=digits-bsi", "name=bench-demo-bsi"]
     if name == "text-bfn":
         return [*TEXT, f"trainer.max_steps={args.text_steps}"]
     preset, label = {"digits-bsi": ("digits", "bsi"), "digits-bfn": ("digits", "bfn"),
