@@ -219,8 +219,8 @@ def test_continuous_steps_equal_bfn_solver_formulas():
             prev = x0
         states = []
         draws2 = iter(noise)
-        solve(z0.clone(), al[:4], sg[:4], pred, sampler, lambda: next(draws2),
-              record=lambda zz, xh: states.append(zz))
+        solve(z0.clone(), al[:4], sg[:4], pred, sampler, draws2.__next__,
+              record=lambda zz, xh, out=states: out.append(zz))
         torch.testing.assert_close(states[2], z, rtol=1e-12, atol=1e-12)
 
 
@@ -258,7 +258,8 @@ def test_discrete_steps_equal_bfn_solver_formulas():
             prev = p
         states, draws2 = [], iter(noise)
         solve(y0.clone(), a[:4], s[:4], lambda yy, i: probs(yy, i) - 1 / K, sampler,
-              lambda: next(draws2), expansion="u", record=lambda yy, xh: states.append(yy))
+              draws2.__next__, expansion="u",
+              record=lambda yy, xh, out=states: out.append(yy))
         torch.testing.assert_close(states[2], y, rtol=1e-12, atol=1e-12)
 
 
