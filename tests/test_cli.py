@@ -30,7 +30,7 @@ def test_train_writes_all_outputs(run_dir):
     assert list((run_dir / "tensorboard").glob("events.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["bpd"] > 0 and metrics["bpd_se"] > 0
-    assert metrics["sampler"] == "ancestral" and metrics["sample_kwargs"]["k"] == 4
+    assert metrics["sampler"] == "ode2" and metrics["sample_kwargs"]["k"] == 4  # bsi.yaml
     assert torch.load(run_dir / "samples.pt").shape == (4, 1, 8, 8)
 
 

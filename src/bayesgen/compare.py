@@ -33,8 +33,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from bayesgen.metrics.summary import _num, _pct, baselines, quality_scorer, sample_and_score
+from bayesgen.presets import PRESET_DIR, list_presets, load_preset  # noqa: F401
 
-PRESET_DIR = Path(__file__).parent / "conf" / "compare"
 RESULT_FILE = "compare.json"
 
 
@@ -92,37 +92,6 @@ def evaluate_quality(cfg, task, n: int | None, seed: int = 0,
 
 
 # --------------------------------------------------------------------------- presets
-def load_preset(preset: str | None = None, config: str | None = None) -> dict:
-    """A preset by name (``conf/compare/<name>.yaml``) or from a YAML file, checked."""
-    if (preset is None) == (config is None):
-        raise ValueError("give preset=NAME (one of " + ", ".join(list_presets())
-                         + ") or config=FILE.yaml")
-    path = Path(config) if config else PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        raise ValueError(f"no compare preset {path}; presets: {', '.join(list_presets())}")
-    from omegaconf import OmegaConf
-
-    spec = OmegaConf.to_container(OmegaConf.load(path)) or {}
-    unknown = set(spec) - {"name", "description", "overrides", "methods", "budget", "samples",
-                           "evaluate_overrides"}
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-    if not isinstance(spec.get("methods"), dict) or not spec["methods"]:
-        raise ValueError(f"{path}: 'methods' must map labels to lists of overrides")
-    budget = spec.setdefault("budget", {})
-    if set(budget) - {"steps", "seconds"} or len(budget) != 1:
-        raise ValueError(f"{path}: budget must be {{steps: N}} or {{seconds: S}}")
-    spec.setdefault("name", path.stem)
-    spec.setdefault("overrides", [])
-    spec.setdefault("samples", 64)
-    spec["source"] = str(path)
-    return spec
-
-
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
 def budget_overrides(budget: dict) -> list[str]:
     """``trainer.max_steps=N``, or Lightning's ``max_time`` (DD:HH:MM:SS) with a step cap of
     10⁹ (use a constant learning rate then: a cosine schedule would span the cap)."""

@@ -11,7 +11,7 @@ import os
 import sys
 
 from bayesgen.cli import compare, data, evaluate, fid, inflationary, sample, train
-from bayesgen.cli.options import Command, UsageError, help_text, parse, suggest
+from bayesgen.cli.options import Command, UsageError, help_text, one_line, parse, suggest
 
 __all__ = ["COMMANDS", "UsageError", "main", "usage"]
 
@@ -126,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - turned into one line for the user
         if os.environ.get("BAYESGEN_DEBUG") or not _is_user_error(e):
             raise
-        from bayesgen.training.launch import one_line
-
         print(f"bayesgen: error: {one_line(e)}", file=sys.stderr)
         return 2
 

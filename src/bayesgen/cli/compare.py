@@ -6,7 +6,7 @@ from bayesgen.cli.options import BOOL, POSITIVE_INT, Command, Option, UsageError
 
 
 def run(args: list[str]) -> int:
-    from bayesgen.compare import compare, load_preset
+    from bayesgen.presets import load_preset
 
     options = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]
                and not a.startswith(("+", "~"))]
@@ -22,6 +22,8 @@ def run(args: list[str]) -> int:
     if opts["name"]:
         spec["name"] = opts["name"]
     methods = opts["methods"].split(",") if opts["methods"] else None
+    from bayesgen.compare import compare
+
     compare(spec, opts["out"], methods, overrides, opts["samples"], opts["report_only"])
     return 0
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,16 @@ class UsageError(ValueError):
     """Bad command-line arguments."""
 
 
+def one_line(e: BaseException) -> str:
+    """The innermost useful message of an exception, on one line."""
+    while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
+        e = e.__cause__
+    msg = str(e).strip().splitlines()
+    text = " ".join(line.strip() for line in msg if line.strip() and not
+                    line.startswith(("full_key", "object_type", "    ")))
+    return text or type(e).__name__
+
+
 @dataclass(frozen=True)
 class Option:
     """One ``name=value`` option: its type, default (None: none, or one the help describes),
@@ -40,6 +51,7 @@ class Option:
     default: Any = None
     help: str = ""
     required: bool = False
+    exists: bool = False  # a path that must exist (checked before anything heavy is imported)
 
     def usage(self) -> str:
         return f"{self.name}={self.type.metavar}"
@@ -87,6 +99,8 @@ def parse(command: Command, args: Sequence[str], prog: str) -> Options:
         except ValueError as e:
             raise UsageError(f"{prog}: invalid value {value!r} for {key}= ({e})") from None
         given.add(key)
+        if spec[key].exists and not os.path.exists(out[key]):
+            raise UsageError(f"{prog}: {key}={value} not found; pass {key}=<{spec[key].help}>")
     missing = [o.name for o in command.options if o.required and o.name not in given]
     if missing:
         raise UsageError(f"{prog}: missing required option {missing[0]}=... "

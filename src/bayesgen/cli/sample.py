@@ -19,7 +19,7 @@ from bayesgen.cli.options import (
     text,
 )
 
-CKPT = Option("ckpt", PATH, help="run directory or .ckpt file", required=True)
+CKPT = Option("ckpt", PATH, help="run directory or .ckpt file", required=True, exists=True)
 SAMPLER = [
     Option("k", POSITIVE_INT, help="sampling steps (BSI, VDM); default: the run's sample_kwargs"),
     Option("n_steps", POSITIVE_INT, help="sampling steps (BFN); default: the run's"),

@@ -12,17 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bayesgen.training.fit import _say, run_training
-
-
-def one_line(e: BaseException) -> str:
-    """The innermost useful message of an exception, on one line."""
-    while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
-        e = e.__cause__
-    msg = str(e).strip().splitlines()
-    text = " ".join(line.strip() for line in msg if line.strip() and not
-                    line.startswith(("full_key", "object_type", "    ")))
-    return text or type(e).__name__
+from bayesgen.cli.options import one_line  # noqa: F401  (re-exported; it lives with the CLI's errors)
 
 
 def train_with_hydra(args: list[str]) -> int:
@@ -98,6 +88,8 @@ def train_with_hydra(args: list[str]) -> int:
         with open_dict(cfg):
             cfg.run_dir = str(out)
         try:
+            from bayesgen.training.fit import run_training
+
             run_training(cfg, run_dir=out)
         except Exception as e:
             if multirun:
@@ -152,6 +144,8 @@ def _resume_config(resume: str):
     )
 
     path = Path(resume)
+    from bayesgen.training.fit import _say
+
     if path.is_dir() and (found := newest_intact_checkpoint(path, say=_say)) is not None:
         path, ckpt = found
     else:
