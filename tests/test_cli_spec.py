@@ -34,7 +34,12 @@ def help_of(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("prog,command", list(leaves()), ids=lambda v: str(v).split(" ")[-1])
-def test_help_lists_exactly_the_options_the_parser_accepts(prog, command, capsys):
+def test_help_lists_exactly_the_options_the_parser_accepts(prog, command, capsys, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # options that must name an existing path get one
+    for o in command.options:
+        if o.exists:
+            (tmp_path / o.type.example).touch()
     text = help_of(prog.split()[1:], capsys)
     assert text.startswith(f"usage: {prog}")
     listed = re.findall(r"^  ([a-z_0-9]+)=(\S+)", text.split("\noptions:\n", 1)[1], re.M)

@@ -289,8 +289,9 @@ def test_conditional_runs_take_labels(tmp_path):
     method = build_method(cfg, build_datamodule(cfg)).eval()
     run = bayesgen.from_pretrained(bayesgen.save_pretrained(method, tmp_path, config=cfg))
     assert run.num_labels == 10
+    sampler = cfg.method.sample_kwargs.sampler  # the run samples as its config says
     want = method.sample(4, k=3, generator=torch.Generator().manual_seed(0),
-                         class_labels=torch.full((4,), 3))
+                         class_labels=torch.full((4,), 3), sampler=sampler)
     got = run.sample(4, k=3, labels=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(got, want)
     default = run.sample(4, k=3, generator=torch.Generator().manual_seed(0))  # classes 0..3

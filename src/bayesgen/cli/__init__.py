@@ -11,7 +11,8 @@ import os
 import sys
 
 from bayesgen.cli import compare, data, evaluate, fid, inflationary, sample, train
-from bayesgen.cli.options import Command, UsageError, help_text, one_line, parse, suggest
+from bayesgen.cli.options import Command, UsageError, help_text, parse, suggest
+from bayesgen.training.launch import one_line
 
 __all__ = ["COMMANDS", "UsageError", "main", "usage"]
 

@@ -31,16 +31,6 @@ class UsageError(ValueError):
     """Bad command-line arguments."""
 
 
-def one_line(e: BaseException) -> str:
-    """The innermost useful message of an exception, on one line."""
-    while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
-        e = e.__cause__
-    msg = str(e).strip().splitlines()
-    text = " ".join(line.strip() for line in msg if line.strip() and not
-                    line.startswith(("full_key", "object_type", "    ")))
-    return text or type(e).__name__
-
-
 @dataclass(frozen=True)
 class Option:
     """One ``name=value`` option: its type, default (None: none, or one the help describes),
@@ -99,12 +89,13 @@ def parse(command: Command, args: Sequence[str], prog: str) -> Options:
         except ValueError as e:
             raise UsageError(f"{prog}: invalid value {value!r} for {key}= ({e})") from None
         given.add(key)
-        if spec[key].exists and not os.path.exists(out[key]):
-            raise UsageError(f"{prog}: {key}={value} not found; pass {key}=<{spec[key].help}>")
     missing = [o.name for o in command.options if o.required and o.name not in given]
     if missing:
         raise UsageError(f"{prog}: missing required option {missing[0]}=... "
                          f"(see {prog} --help)")
+    for key in sorted(given, key=list(spec).index):  # paths last: the spelling is checked first
+        if spec[key].exists and not os.path.exists(out[key]):
+            raise UsageError(f"{prog}: {key}={out[key]} not found; pass {key}=<{spec[key].help}>")
     return out
 
 

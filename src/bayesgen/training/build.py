@@ -148,7 +148,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
         kwargs["strategy"] = instantiate(kwargs["strategy"])
     loggers = build_loggers(cfg, run_dir)
     cbs = [*checkpoint_callbacks(cfg, run_dir), ProgressBar(leave=True), *(callbacks or []),
-           *monitor_callbacks(cfg, loggers, is_sharded(kwargs["strategy"]))]
+           *monitor_callbacks(cfg, loggers, is_sharded(kwargs["strategy"]), run_dir)]
     if cfg.ema.enabled and is_sharded(kwargs["strategy"]):
         rank_zero_warn("ema.enabled=true is ignored under FSDP: Lightning's WeightAveraging "
                        "cannot average sharded weights, so checkpoints and ema.safetensors hold "

@@ -12,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from bayesgen.cli.options import one_line  # noqa: F401  (re-exported; it lives with the CLI's errors)
+
+def one_line(e: BaseException) -> str:
+    """The innermost useful message of an exception, on one line."""
+    while e.__cause__ is not None and type(e).__name__ in ("InstantiationException",):
+        e = e.__cause__
+    msg = str(e).strip().splitlines()
+    text = " ".join(line.strip() for line in msg if line.strip() and not
+                    line.startswith(("full_key", "object_type", "    ")))
+    return text or type(e).__name__
 
 
 def train_with_hydra(args: list[str]) -> int:

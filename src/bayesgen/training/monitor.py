@@ -74,11 +74,15 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path) -> Logger:
                        project=opts.pop("project", None) or "bayesgen", **opts)
 
 
-def monitor_callbacks(cfg: DictConfig, loggers: list[Logger], sharded: bool) -> list[Callback]:
+def monitor_callbacks(cfg: DictConfig, loggers: list[Logger], sharded: bool,
+                      run_dir: Path | None = None) -> list[Callback]:
     """Learning rate, gradient norm, throughput, the configuration as hyperparameters and (to
-    loggers that show pictures) samples at each validation; nothing without a logger."""
+    loggers that show pictures) samples at each validation; nothing without a logger. The
+    quality of samples during training (`QualityDuringTraining`, printed too) with
+    ``evaluate.quality`` unless ``evaluate.quality_every=0``."""
+    quality = quality_callback(cfg, run_dir) if run_dir is not None and not sharded else None
     if not loggers:
-        return []
+        return [quality] if quality else []
     every = int(cfg.trainer.get("log_every_n_steps") or 50)
     cbs: list[Callback] = [LearningRateMonitor(logging_interval="step"),
                            Throughput(every), LogConfig(OmegaConf.to_container(cfg, resolve=True))]
@@ -88,7 +92,21 @@ def monitor_callbacks(cfg: DictConfig, loggers: list[Logger], sharded: bool) -> 
         if n > 0 and any(_shows_pictures(lg) for lg in loggers):
             kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs") or {}, resolve=True)
             cbs.append(ValidationSamples(n, kwargs, seed=int(cfg.seed)))
-    return cbs
+    return cbs + ([quality] if quality else [])
+
+
+def quality_callback(cfg: DictConfig, run_dir: Path) -> QualityDuringTraining | None:
+    """`QualityDuringTraining` from ``evaluate.quality``, ``quality_every`` (null: each
+    validation; N: the first validation after every N steps; 0: never), ``quality_n`` and
+    ``quality_fid_ref``; None when off."""
+    ev = cfg.get("evaluate") or {}
+    every = ev.get("quality_every")
+    if not ev.get("quality") or every == 0:
+        return None
+    kwargs = OmegaConf.to_container(cfg.method.get("sample_kwargs") or {}, resolve=True)
+    return QualityDuringTraining(int(ev.get("quality_n") or 64), kwargs,
+                                 None if every is None else int(every), run_dir,
+                                 seed=int(cfg.seed), fid_ref=ev.get("quality_fid_ref"))
 
 
 def _shows_pictures(logger: Logger) -> bool:
@@ -254,3 +272,116 @@ def sample_picture(x: torch.Tensor, info) -> np.ndarray | None:
         except MissingDependency:  # matplotlib is optional (bayesgen[plots])
             return None
     return None
+
+
+class QualityDuringTraining(Callback):
+    """Sample quality watched during training (``evaluate.quality=true``): at the end of a
+    validation (EMA weights in place) — each one, or the first after every
+    ``evaluate.quality_every`` steps — ``n`` samples drawn with a fixed seed and the run's
+    sampler are scored by the data set's offline classifier (classifier FD, confident share;
+    ``bayesgen.metrics.quality``) and, when ``evaluate.quality_fid_ref`` names FID reference
+    statistics and the Inception weights are found, by FID of those ``n`` samples. The scores go
+    to every logger as ``quality/fd``, ``quality/confident_share`` (``quality/fid``), the grid
+    to TensorBoard and W&B as ``quality/samples`` and to ``<run>/logs/quality/step<N>.png``.
+
+    The samples use their own generator and the classifier is trained (once per machine) under
+    a forked RNG, so a run's training is the same with and without this callback."""
+
+    def __init__(self, n: int, sample_kwargs: dict, every: int | None, run_dir: Path,
+                 seed: int = 0, fid_ref: str | None = None, say=print):
+        self.n, self.sample_kwargs, self.every, self.seed = n, dict(sample_kwargs), every, seed
+        self.run_dir, self.fid_ref, self.say = Path(run_dir), fid_ref, say
+        self.scorer: Any = None
+        self.fid: Any = None
+        self.last_step: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.datamodule is None:
+            return
+        from bayesgen.metrics.summary import quality_scorer, sampler_of
+
+        with torch.random.fork_rng(devices=[]):
+            self.scorer = quality_scorer(trainer.datamodule, say=self.say)
+        if self.fid_ref:
+            self.fid = _FidOfBatch(self.fid_ref)
+        if self.scorer is None and self.fid is None:
+            self.say(f"quality during training: no classifier for data set "
+                     f"{trainer.datamodule.info.name!r} and no evaluate.quality_fid_ref; off")
+            return
+        steps = ", ".join(f"{k}={v}" for k, v in self.sample_kwargs.items() if k in (
+            "k", "n_steps"))
+        when = "each validation" if not self.every else f"every {self.every} steps"
+        scores = " and ".join(s for s, on in (("the classifier", self.scorer), (
+            f"FID against {self.fid_ref}", self.fid)) if on)
+        sampler = sampler_of(pl_module.method, self.sample_kwargs)
+        self.say(f"quality during training: {self.n} samples (sampler={sampler}"
+                 f"{', ' + steps if steps else ''}) at {when}, scored by {scores}")
+
+    def due(self, step: int) -> bool:
+        """Whether the validation at ``step`` scores samples."""
+        if not self.every:
+            return True
+        return self.last_step is None or step - self.last_step >= self.every
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.sanity_checking or not trainer.is_global_zero
+                or (self.scorer is None and self.fid is None)
+                or not self.due(trainer.global_step)):
+            return
+        from bayesgen.training.outputs import sample_labels
+
+        self.last_step = step = trainer.global_step
+        info = trainer.datamodule.info
+        start = time.perf_counter()
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        with torch.no_grad(), torch.autocast(pl_module.device.type, enabled=False):
+            x = pl_module.method.sample(self.n, generator=gen, **self.sample_kwargs,
+                                        **sample_labels(pl_module, self.n))
+        metrics: dict[str, float] = {}
+        if self.scorer is not None:
+            score = self.scorer.score(x, info)
+            metrics |= {"quality/fd": float(score["fd"]),
+                        "quality/confident_share": float(score["confident_share"])}
+        if self.fid is not None:
+            metrics["quality/fid"] = self.fid(x, info)
+        seconds = time.perf_counter() - start
+        metrics["quality/seconds"] = seconds
+        _log(trainer, metrics, step - 1)  # the row of the validation's val/bpd
+        picture = sample_picture(x, info)
+        if picture is not None:
+            from PIL import Image
+
+            folder = self.run_dir / "logs" / "quality"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(picture).save(folder / f"step{step}.png")
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image("quality/samples", picture, step,
+                                                dataformats="HWC")
+                elif type(logger).__name__ == "WandbLogger":
+                    logger.log_image("quality/samples", [picture], step=step)
+        shown = []
+        if "quality/fd" in metrics:
+            shown.append(f"classifier FD {metrics['quality/fd']:.2f}, "
+                         f"{100 * metrics['quality/confident_share']:.0f}% confident")
+        if "quality/fid" in metrics:
+            shown.append(f"FID-{self.n} {metrics['quality/fid']:.2f}")
+        trainer.print(f"step {step}: {'; '.join(shown)} ({self.n} samples, {seconds:.1f} s)")
+
+
+class _FidOfBatch:
+    """FID of a batch of samples against saved reference statistics (``bayesgen fid ref``),
+    with the Inception-v3 network from its configured weights (``bayesgen.metrics.fid``)."""
+
+    def __init__(self, ref: str, extractor=None):
+        from bayesgen.metrics.fid import InceptionFeatures, load_statistics
+
+        self.mu, self.sigma = load_statistics(ref)
+        self.extractor = extractor if extractor is not None else InceptionFeatures()
+
+    def __call__(self, x: torch.Tensor, info) -> float:
+        from bayesgen.metrics.fid import feature_statistics, frechet_distance
+
+        images = viz.to_unit_images(x, getattr(info, "num_classes", None)) * 2 - 1  # [-1, 1]
+        mu, sigma = feature_statistics(images, self.extractor, progress=False)
+        return float(frechet_distance(mu, sigma, self.mu, self.sigma))
