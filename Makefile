@@ -10,7 +10,7 @@ else
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-faults test-lower bench lint clean
+.PHONY: demo test test-faults test-lower bench lint clean docs
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: $(STAMP)
 	    "(or call $(VENV)/bin/bayesgen)"
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs/hooks
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(VENV)/bin/pytest -q
+
+# the documentation site (docs/, mkdocs.yml) into site/; `mkdocs serve` while editing
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # every fault-injection test, the slow ones (kill -9 at many points, signals, a full tmpfs,
 # concurrent runs) included; `make test` runs the fast subset

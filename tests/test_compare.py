@@ -149,6 +149,11 @@ def test_compare_tiny_preset_end_to_end(tmp_path, scorer, capsys):
     assert "(ode2, k=10)" in report and "(ancestral, n_steps=10)" in report
     assert "bayesgen compare preset=tiny samples=8 trainer.val_check_interval=3" in report
     assert (root / "val_bpd.png").is_file()
+    from bayesgen.compare import read_curve
+
+    for label in results["runs"]:  # the FD watched during training, at every validation
+        curve = read_curve(root / "runs" / label)
+        assert [r["step"] for r in curve] == [2, 5] and all(r["fd"] > 0 for r in curve), curve
     html = (root / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "src=\"runs/" not in html
     curve = (root / "runs" / "bsi" / "logs" / "metrics.csv").read_text()

@@ -187,10 +187,13 @@ def digits_run(tmp_path_factory):
 
 def test_run_sample_progress_and_callback(digits_run, capsys):
     steps = []
-    x = digits_run.sample(2, k=3, generator=gen(), progress=True,
+    x = digits_run.sample(2, k=3, sampler="ancestral", generator=gen(), progress=True,
                           callback=lambda i, t, x_hat: steps.append(i))
-    assert steps == [0, 1, 2, 3] and "sampling 2" in capsys.readouterr().err
-    assert torch.equal(x, digits_run.sample(2, k=3, generator=gen()))
+    assert steps == [0, 1, 2, 3] and "sampling 2" in capsys.readouterr().err  # k + 1 calls
+    assert torch.equal(x, digits_run.sample(2, k=3, sampler="ancestral", generator=gen()))
+    steps.clear()
+    digits_run.sample(2, k=3, sampler="ode2", callback=lambda i, t, x_hat: steps.append(i))
+    assert steps == [0, 1, 2]  # the solvers: k calls
 
 
 def test_run_inpaint_from_picture_files(digits_run, tmp_path):

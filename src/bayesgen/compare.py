@@ -124,10 +124,12 @@ def compare(spec: dict, out: str | Path = "compare", methods: list[str] | None =
     n = samples or spec["samples"]
     root = Path(out) / spec["name"]
     (root / "runs").mkdir(parents=True, exist_ok=True)
-    configs = {label: compose_config([*run_overrides(spec, label, extra),
-                                      f"run_dir={root / 'runs' / label}"]) for label in labels}
-    dm = build_datamodule(next(iter(configs.values())))
+    dm = build_datamodule(compose_config(run_overrides(spec, labels[0], extra)))
     scorer = quality_scorer(dm, say)
+    # the FD curve during training, at the report's n (FD depends on n)
+    watch = ["evaluate.quality=true", f"evaluate.quality_n={n}"] if scorer is not None else []
+    configs = {label: compose_config([*watch, *run_overrides(spec, label, extra),
+                                      f"run_dir={root / 'runs' / label}"]) for label in labels}
     results = {}
     for label in labels:
         results[label] = _one_run(spec, label, configs[label], root / "runs" / label, extra,
@@ -217,7 +219,8 @@ def machine() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the report
 def read_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(step, val/bpd, time/train_seconds) rows of a run's ``logs/metrics.csv``."""
+    """(step, val/bpd, time/train_seconds, quality/fd) rows of a run's ``logs/metrics.csv``
+    (``quality/fd``: the classifier FD watched during training, logged on val/bpd's row)."""
     path = run_dir / "logs" / "metrics.csv"
     if not path.is_file():
         return []
@@ -230,6 +233,9 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
             if row.get("time/train_seconds"):
                 step = int(float(row["step"]))
                 rows.setdefault(step, {"step": step})["seconds"] = float(row["time/train_seconds"])
+            if row.get("quality/fd"):
+                step = int(float(row["step"]))
+                rows.setdefault(step, {"step": step})["fd"] = float(row["quality/fd"])
     return [rows[s] for s in sorted(rows) if "bpd" in rows[s]]
 
 
@@ -241,14 +247,17 @@ def plot_top(finals: list[float], baselines: list[float]) -> float:
 
 def plot_curves(root: Path, table: dict) -> Path | None:
     """Validation bits/dim against steps and against training seconds, one line per method,
-    the baselines as dashed lines. A bare ``Figure`` (no pyplot): the caller's backend stays."""
+    the baselines as dashed lines; beside them the classifier FD watched during training
+    against steps, with the real test images' FD at the same n as a dotted line. A bare
+    ``Figure`` (no pyplot): the caller's backend stays."""
     from matplotlib.figure import Figure
 
     curves = {label: read_curve(root / "runs" / label) for label in table["runs"]}
     if not any(curves.values()):
         return None
-    fig = Figure(figsize=(11, 4), dpi=100)
-    axes = fig.subplots(1, 2)
+    watched = {label: [r for r in c if "fd" in r] for label, c in curves.items()}
+    fig = Figure(figsize=(16 if any(watched.values()) else 11, 4), dpi=100)
+    axes = fig.subplots(1, 3 if any(watched.values()) else 2)
     finals = [c[-1]["bpd"] for c in curves.values() if c]
     top = plot_top(finals, [r["bpd"] for r in table["baselines"].values()])
     for label, curve in curves.items():
@@ -257,7 +266,20 @@ def plot_curves(root: Path, table: dict) -> Path | None:
         if timed:
             axes[1].plot([r["seconds"] for r in timed], [r["bpd"] for r in timed], "o-",
                          label=label)
-    for ax, xlabel in zip(axes, ("training steps", "training seconds (inside steps)"),
+    if any(watched.values()):
+        for label, rows in watched.items():
+            if rows:
+                axes[2].plot([r["step"] for r in rows], [r["fd"] for r in rows], "o-",
+                             label=label)
+        real = (table.get("real_test") or {}).get("fd")
+        if real is not None:
+            axes[2].axhline(real, color="0.5", linestyle=":", label="real test images")
+        axes[2].set_xlabel("training steps")
+        axes[2].set_ylabel("classifier FD during training (lower is better)")
+        axes[2].set_ylim(bottom=0)
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(fontsize=8)
+    for ax, xlabel in zip(axes[:2], ("training steps", "training seconds (inside steps)"),
                           strict=True):
         for (name, row), style in zip(table["baselines"].items(), (":", "--"), strict=False):
             ax.axhline(row["bpd"], color="0.5", linestyle=style, label=name)
@@ -360,7 +382,8 @@ def write_report(root: Path, table: dict) -> None:
     md += ["| " + " | ".join(r) + " |" for r in rows]
     md += [""] + [f"- {note}" for note in _notes(table)] + [""]
     if plot is not None:
-        md += ["## Validation bits/dim", "", f"![validation bits/dim]({plot.name})", ""]
+        md += ["## Validation bits/dim and sample quality during training", "",
+               f"![validation bits/dim]({plot.name})", ""]
     labels = [lab for lab, r in table["runs"].items() if r.get("samples_png")]
     if labels:
         md += ["## Samples (64 per method, drawn at the end of training)", "",
@@ -400,7 +423,7 @@ def _html(root: Path, table: dict, rows: list[list[str]], plot: Path | None,
         *(f"<li>{esc(n)}</li>" for n in _notes(table)), "</ul>",
     ]
     if plot is not None:
-        parts += ["<h2>Validation bits/dim</h2>", _img(plot)]
+        parts += ["<h2>Validation bits/dim and sample quality during training</h2>", _img(plot)]
     if labels:
         parts.append("<h2>Samples</h2>")
         for lab in labels:

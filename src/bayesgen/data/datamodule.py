@@ -159,6 +159,9 @@ class DataModule(L.LightningDataModule):
         return self._loader(self.train, train=True)
 
     def val_dataloader(self) -> DataLoader:
+        if len(self.val) == 0:
+            raise ValueError(f"data {self.hparams.name} has no validation examples (its "
+                             "data.val_size is 0 for this data set); set data.val_size=N > 0")
         return self._loader(self.val, train=False)
 
     def test_dataloader(self) -> DataLoader:

@@ -482,7 +482,8 @@ class ImageFolderData(DataSource):
     """A StyleGAN-style data set: a ZIP (uncompressed PNGs + `dataset.json`, as written by
     `prepare_image_zip`) or a folder of images, given as `root`. All images must have one size.
 
-    Validation: `val_size` images held out with a fixed seed (default 2%, at most 1000).
+    Validation: `val_size` images held out with a fixed seed (default 2%, at most 1000, at
+    least 1).
     Test: the images at `test_path` (another folder or ZIP), else an empty set.
     `data_shape` (C, H, W), with `num_labels`, states the size up front: then `info` is known
     while `root` does not exist yet (e.g. `bayesgen info` on another machine); the files are
@@ -525,7 +526,9 @@ class ImageFolderData(DataSource):
             )
         self.names, self.labels = list_images(self.root)
         n = len(self.names)
-        self.val_size = min(1000, n // 50) if self._val_size is None else self._val_size
+        # 2% (at most 1000), and at least one image where there are two
+        self.val_size = (min(1000, max(n // 50, int(n >= 2))) if self._val_size is None
+                         else self._val_size)
         with Image.open(io.BytesIO(_read_member(self.root, self.names[0]))) as image:
             channels = 1 if image.mode in ("1", "L", "I;16") else 3
             found = (channels, image.size[1], image.size[0])

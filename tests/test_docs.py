@@ -1,12 +1,15 @@
-"""Every command line of README.md runs here, so that the README cannot drift from the code.
+"""Every command line of README.md and of the guides in docs/ runs here, so that the
+documentation cannot drift from the code.
 
 A command line is a line of a ```sh block, or a ``$ `` line of a ```text block (continuation
 lines joined, trailing comments dropped). Each one is either in ``RUN`` (how it runs here: shrunk
-to a tiny budget by overrides that replace the README's values or are appended, and, where the
-README shows its output, compared with it) or in ``NOT_RUN`` with the reason. A README line in
-neither table fails `test_every_readme_command_is_covered`; an entry whose line left the README
-fails it too. Commands run in-process through ``bayesgen.cli.main`` in a scratch folder that
-holds the runs and files the README's paths name (made by the ``workspace`` fixture).
+to a tiny budget by overrides that replace the documented values or are appended, and, where
+the page shows its output, compared with it) or in ``NOT_RUN`` with the reason. A documented
+line in neither table fails `test_every_documented_command_is_covered`; an entry whose line
+left every page fails it too. Commands run in-process through ``bayesgen.cli.main`` in a
+scratch folder that holds the runs and files the pages' paths name (made by the ``workspace``
+fixture). The site itself (links, anchors, API reference) is built by ``mkdocs build
+--strict`` in ``make test``.
 """
 
 from __future__ import annotations
@@ -60,11 +63,12 @@ class Run:
 @dataclass
 class Command:
     line: str
-    output: list[str] = field(default_factory=list)  # what the README shows after a `$ ` line
+    output: list[str] = field(default_factory=list)  # what the page shows after a `$ ` line
+    page: str = "README.md"
 
 
 # ---- the README's command lines --------------------------------------------------------------
-def readme_commands(text: str) -> list[Command]:
+def readme_commands(text: str, page: str = "README.md") -> list[Command]:
     """The command lines of ```sh blocks and the ``$ `` lines of ```text blocks, in order."""
     commands: list[Command] = []
     fence, pending, current = None, "", None
@@ -88,12 +92,27 @@ def readme_commands(text: str) -> list[Command]:
             continue
         line = re.sub(r"\s+#\s.*$", "", line).strip()
         if line:
-            current = Command(line)
+            current = Command(line, page=page)
             commands.append(current)
     return commands
 
 
-COMMANDS = readme_commands((ROOT / "README.md").read_text())
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+ALL_COMMANDS = [c for p in PAGES for c in readme_commands(p.read_text(), str(p.relative_to(ROOT)))]
+
+
+def _once(commands: list[Command]) -> list[Command]:
+    """A line shown with the same output on several pages runs once."""
+    seen, out = set(), []
+    for c in commands:
+        key = (c.line, tuple(c.output))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+COMMANDS = _once(ALL_COMMANDS)
 
 RUN: dict[str, Run] = {
     # ---- Quick start, Train
@@ -177,6 +196,14 @@ RUN: dict[str, Run] = {
     "dest=data/cifar10-test.zip": Run(("max_images=20",), needs=("shared",)),
     "bayesgen prepare images source=downloads/afhqv2 dest=data/afhqv2-32x32.zip resolution=32":
         Run(needs=("afhqv2",), reason="a folder of 6 random 64x64 PNGs in 2 class folders"),
+    "bayesgen train data=image_zip data.root=data/afhqv2-32x32.zip evaluate.split=val "
+    "method=bsi net=mlp": Run((*TINY_BSI, "data.batch_size=4", "data.eval_batch_size=4"),
+                              needs=("afhqv2-zip",), reason="the 6 pictures of `afhqv2`"),
+    "bayesgen train data=text data.root=../shared/data/text/tinyshakespeare.txt "
+    "method=bfn_discrete net=transformer net.n_layer=4 net.n_head=4 net.n_embd=256": Run(
+        (*TINY, "net.n_layer=1", "net.n_head=2", "net.n_embd=16", "data.seq_len=16",
+         "data.batch_size=4", "data.eval_batch_size=64", "method.sample_kwargs.n_steps=3"),
+        needs=("shared",), reason="a one-layer transformer on windows of 16 characters"),
     "bayesgen prepare imagenet source=data/imagenet32/data dest=data/imagenet32/imagenet32.h5 "
     "resolution=32": Run(needs=("imagenet-npz",),
                          reason="3 tiny npz batches in the official format"),
@@ -204,24 +231,39 @@ NOT_RUN: dict[str, str] = {
 }
 
 
-def test_every_readme_command_is_covered():
-    lines = [c.line for c in COMMANDS]
-    missing = [line for line in lines if line not in RUN and line not in NOT_RUN]
-    assert not missing, ("README command lines neither run nor listed in tests/test_readme.py "
+def test_every_documented_command_is_covered():
+    missing = [f"{c.page}: {c.line}" for c in COMMANDS if c.line not in RUN
+               and c.line not in NOT_RUN]
+    assert not missing, ("documented command lines neither run nor listed in tests/test_docs.py "
                          f"(add each to RUN or NOT_RUN): {missing}")
+    lines = {c.line for c in COMMANDS}
     stale = [line for line in (*RUN, *NOT_RUN) if line not in lines]
-    assert not stale, f"entries whose line is no longer in the README: {stale}"
+    assert not stale, f"entries whose line is on no page any more: {stale}"
     assert not set(RUN) & set(NOT_RUN)
+    assert {c.page for c in COMMANDS} >= {"README.md", "docs/index.md", "docs/training.md"}
 
 
-def test_readme_pictures_and_links_exist():
-    """Every picture and relative link of the README names a file of the repository."""
+def test_readme_links_exist_and_it_stays_a_front_page():
+    """Every relative link of the README names a file of the repository (the site's links
+    are checked by mkdocs build --strict), and the README stays short."""
     text = (ROOT / "README.md").read_text()
-    targets = re.findall(r"\]\(([^)#\s]+)\)", text)
+    targets = re.findall(r"\]\(([^)#\s]+)", text)
     local = [t for t in targets if not re.match(r"[a-z]+:", t)]
-    assert any(t.endswith(".png") for t in local), "the README shows no picture"
+    assert any(t.startswith("docs/") for t in local), "the README links no guide"
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to files that do not exist: {missing}"
+    assert len(text.splitlines()) <= 250
+
+
+def test_the_readme_python_example_runs():
+    """The README's plain Python blocks (not ``>>>`` sessions) run as they are."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    plain = [b for b in blocks if not b.lstrip().startswith(">>>")]
+    assert plain
+    for block in plain:
+        namespace: dict = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["fast"].shape == namespace["samples"].shape == (16, 3, 32, 32)
 
 
 # ---- the scratch folder the README's paths point into --------------------------------------
@@ -315,6 +357,13 @@ class Workspace:
     def _afhqv2(self) -> None:
         self._images(self.root / "downloads/afhqv2", 64)
 
+    def _afhqv2_zip(self) -> None:
+        from bayesgen.data import prepare_image_zip
+
+        self.need("afhqv2", None)
+        prepare_image_zip(self.root / "downloads/afhqv2", self.root / "data/afhqv2-32x32.zip",
+                          resolution=32, progress=False)
+
     def _imagenet_npz(self) -> None:
         src, rng = self.root / "data/imagenet32/data", np.random.default_rng(0)
         src.mkdir(parents=True)
@@ -404,7 +453,7 @@ def _params():
 
 
 @pytest.mark.parametrize("command, run", list(_params()))
-def test_readme_command_runs(command, run, workspace, monkeypatch, capfd, one_thread):
+def test_documented_command_runs(command, run, workspace, monkeypatch, capfd, one_thread):
     monkeypatch.chdir(workspace.root)
     monkeypatch.setenv("BAYESGEN_CACHE_DIR", str(workspace.root.parent / "cache"))
     tmp = workspace.root.parent
@@ -421,7 +470,7 @@ def test_readme_command_runs(command, run, workspace, monkeypatch, capfd, one_th
     if run.output is None:
         return
     expected = _expected(command, run, tmp)
-    assert expected, f"the README shows no output after {command.line}"
+    assert expected, f"{command.page} shows no output after {command.line}"
     if run.output == "exact":  # timestamps of run directories aside
         assert [STAMP.sub("<time>", x.rstrip()) for x in out if x.strip()] == [
             STAMP.sub("<time>", x) for x in expected]

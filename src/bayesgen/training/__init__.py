@@ -1,0 +1,1 @@
+"""The one training engine: configuration to objects, the Lightning task, callbacks, checkpoints."""
