@@ -16,6 +16,11 @@ from bayesgen.cli.train import choices
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bayesgen"
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = [README, *sorted((README.parent / "docs").rglob("*.md"))]  # the README and the guides
+
+
+def docs_text() -> str:
+    return "\n".join(p.read_text() for p in DOCS)
 
 
 def leaves():
@@ -113,7 +118,7 @@ def test_every_experiment_named_in_help_and_readme_exists(capsys):
     texts.append(capsys.readouterr().out)
     named = set().union(*map(_experiments_named, texts))
     assert named and named <= real, named - real
-    readme = {n for n in _experiments_named(README.read_text())  # not placeholders: NAME, <x>
+    readme = {n for n in _experiments_named(docs_text())  # not placeholders: NAME, <x>
               if "<" not in n and not n.isupper()}
     assert readme <= real, readme - real
 
@@ -301,13 +306,14 @@ def test_label_on_unconditional_model_is_refused(toy_run, capsys):
 
 
 def inline_commands() -> list[str]:
-    """The README's inline `bayesgen …` spans (prose, tables), placeholders and all."""
-    return sorted(set(re.findall(r"`(bayesgen [^`]*)`", README.read_text())))
+    """The inline `bayesgen …` spans (prose, tables) of the README and the guides,
+    placeholders and all."""
+    return sorted(set(re.findall(r"`(bayesgen [^`]*)`", docs_text())))
 
 
 @pytest.mark.parametrize("line", inline_commands())
 def test_inline_readme_commands_name_real_commands_and_options(line):
-    """The fenced command lines run in tests/test_readme.py; the inline ones in the prose are
+    """The fenced command lines run in tests/test_docs.py; the inline ones in the prose are
     held to their names: the command (and subcommand) exists, each key=value is an option it
     takes (train: composes with Hydra), each experiment= names a file. Placeholders (RUN, …,
     NAME, COMMAND) are not values to check."""

@@ -140,7 +140,8 @@ def test_no_citation_of_files_outside_the_repository():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    files = [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "src").rglob("*.py")),
+    files = [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "docs").rglob("*.md")),
+             *sorted((root / "src").rglob("*.py")),
              *sorted((root / "src").rglob("*.yaml")), *sorted((root / "tests").glob("*.py")),
              *sorted((root / "benchmarks").glob("*"))]
     pattern = re.compile(r"DESIGN\.md|\bspec/\w+\.md")

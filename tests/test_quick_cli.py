@@ -1,5 +1,5 @@
 """The command line answers help, completion and one-line usage errors without importing torch,
-Lightning or Hydra (lazy imports; the figures before/after are in the README, "Command line")."""
+Lightning or Hydra (lazy imports; the figures before/after are in docs/cli.md, "How fast it answers")."""
 
 import json
 import subprocess
@@ -67,3 +67,21 @@ def test_the_api_still_imports_on_first_use():
                            "print(sorted(set(bayesgen.__all__) - set(dir(bayesgen))))"],
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+TRAIN_ERRORS = [
+    (["train", "experiment=nope"], "experiment=nope does not exist"),
+    (["train", "trainer.max_step=20"], "did you mean trainer.max_steps?"),
+    (["train", "evaluate.split=train"], "invalid evaluate.split=train"),
+    (["train", "optim.lr=-1"], "invalid optim.lr=-1"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), TRAIN_ERRORS, ids=[" ".join(c[0]) for c in
+                                                                TRAIN_ERRORS])
+def test_train_config_errors_answer_without_torch(args, needle):
+    """Composition and value errors of ``bayesgen train`` come before torch and Lightning are
+    imported (Hydra composes the config; checks that need the network import them later)."""
+    got = probe(args)
+    assert got["rc"] == 2 and needle in got["out"], got["out"][-500:]
+    assert not {"torch", "lightning"} & set(got["heavy"]), got["heavy"]

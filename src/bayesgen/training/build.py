@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_module
 from hydra.utils import get_class, get_method, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import FSDPStrategy
@@ -16,7 +15,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-import bayesgen.conf  # noqa: F401  (registers the resolvers of the YAML files)
 from bayesgen.training.callbacks import BoundaryCheckpoint, ProgressBar
 from bayesgen.training.checkpoint import (
     CheckpointError,
@@ -25,22 +23,14 @@ from bayesgen.training.checkpoint import (
     newest_intact_checkpoint,
     read_checkpoint,
 )
+from bayesgen.training.compose import (  # noqa: F401  (re-exported: build's public names)
+    METHOD_EXTRA_KEYS,
+    ConfigError,
+    compose_config,
+)
 from bayesgen.training.ema import EMA
 from bayesgen.training.monitor import build_loggers, monitor_callbacks
 from bayesgen.training.task import GenerativeTask
-
-# keys of a method config that configure evaluation and sampling, not the constructor
-METHOD_EXTRA_KEYS = ("name", "eval_kwargs", "sample_kwargs")
-
-
-class ConfigError(ValueError):
-    """A configuration the user can fix; its message says how."""
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/config.yaml`` with command-line ``overrides`` (Hydra syntax)."""
-    with initialize_config_module(config_module="bayesgen.conf", version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def build_datamodule(cfg: DictConfig):

@@ -33,7 +33,6 @@ def train_with_hydra(args: list[str]) -> int:
     import hydra
     from hydra.core.config_store import ConfigStore
 
-    from bayesgen.training.checkpoint import run_dir_of
     from bayesgen.training.validate import (
         check_launcher,
         check_resume_overrides,
@@ -59,6 +58,8 @@ def train_with_hydra(args: list[str]) -> int:
         if multirun and "," in resume:
             raise ValueError("from_ckpt= takes one checkpoint (a sweep over checkpoints with "
                              "different configs is not supported); run one sweep per checkpoint")
+        from bayesgen.training.checkpoint import run_dir_of
+
         check_resume_overrides([a for a in overrides if not a.startswith("from_ckpt=")])
         path, saved = _resume_config(resume)
         ConfigStore.instance().store(name="bayesgen_resume", node=saved)

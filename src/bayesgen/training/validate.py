@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from bayesgen.training.build import METHOD_EXTRA_KEYS, ConfigError, build_method, compose_config
+from bayesgen.training.compose import METHOD_EXTRA_KEYS, ConfigError, compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("data", "method", "net", "trainer", "experiment")
@@ -273,6 +272,22 @@ def _unknown_key(key: str, known: list[str], value: str = "…") -> str:
 
 
 def _trainer_arguments() -> list[str]:
+    """The arguments of ``lightning.Trainer``, read from its source without importing
+    Lightning (which imports torch), so that a misspelt key answers at once."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("lightning")  # finds the package, does not run it
+    source = Path(spec.origin).parent / "pytorch" / "trainer" / "trainer.py" if spec else None
+    if source is not None and source.is_file():
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+                init = next((f for f in node.body if isinstance(f, ast.FunctionDef)
+                             and f.name == "__init__"), None)
+                if init is not None:
+                    a = init.args
+                    return [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]
+                            if x.arg != "self"]
     import lightning as L
 
     return [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
@@ -400,13 +415,17 @@ def _check_accelerator(cfg: DictConfig) -> None:
     if not isinstance(trainer, DictConfig):
         return
     accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
                           "(torch.cuda.is_available() is False); use trainer.accelerator=auto "
                           "or cpu")
     devices = trainer.get("devices", 1)
-    if (accelerator in ("gpu", "cuda") and isinstance(devices, int) and not isinstance(
-            devices, bool) and devices > torch.cuda.device_count()):
+    if (isinstance(devices, int) and not isinstance(devices, bool)
+            and devices > torch.cuda.device_count()):
         raise ConfigError(f"trainer.devices={devices} but this machine has "
                           f"{torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
 
@@ -436,7 +455,11 @@ def _device_count(trainer: DictConfig) -> int | None:
     if isinstance(devices, str) and "," in devices:
         return len([d for d in devices.split(",") if d.strip()])
     accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator == "cpu" or not torch.cuda.is_available():
+    if accelerator == "cpu":
+        return 1
+    import torch
+
+    if not torch.cuda.is_available():
         return 1  # Lightning's "auto" and -1 on a CPU: one process
     return torch.cuda.device_count()
 
@@ -569,8 +592,11 @@ def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
 
 # ---- data, method and network together ---------------------------------------------------------
 def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
+    import torch
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+
+    from bayesgen.training.build import build_method
 
     nodes = [cfg.get(g) for g in ("data", "method", "net")]
     if not all(isinstance(n, DictConfig) for n in nodes) or any(
@@ -635,6 +661,8 @@ def _check_discretization(value: Any, info, data: str) -> None:
 def _check_net_output(method, kind: str, info, cfg: DictConfig, method_arg: str) -> None:
     """One forward pass of the network on the meta device: its output must have the shape the
     method reads."""
+    import torch
+
     shape = tuple(info.data_shape)
     k = getattr(method, "num_classes", 0)
     x_in = (2, *shape, k) if kind == "bfn_discrete" else (2, *shape)
