@@ -1,5 +1,6 @@
 """The command line answers help, completion and one-line usage errors without importing torch,
-Lightning or Hydra (lazy imports; the figures before/after are in docs/cli.md, "How fast it answers")."""
+Lightning or Hydra (lazy imports; the figures before/after are in docs/cli.md, "How fast it
+answers")."""
 
 import json
 import subprocess
