@@ -142,7 +142,7 @@ def assert_one_line(e: BaseException) -> None:
     """A message a user reads: one non-empty line, no traceback."""
     text = str(e)
     assert text.strip(), f"{type(e).__name__} with an empty message"
-    assert "\n" not in text.strip(), f"{type(e).__name__} over several lines: {text!r}"
+    assert len(text.strip().splitlines()) == 1, f"{type(e).__name__} over lines: {text!r}"
     assert "Traceback" not in text, text
 
 

@@ -81,3 +81,13 @@ def test_found_compare_names_are_refused(args, capsys):
     assert err.startswith("bayesgen: error:") and "is not a name" in err, err
     assert len(err.splitlines()) == 1
     train.assert_not_called()
+
+
+@pytest.mark.parametrize("args", [
+    ["{ß\r\x03¡\n;=1"],                   # found: the unknown key was echoed with its newline
+    ["ckpt=a\nb"], ["n=1\u2028"], ["out\x85=x"],
+])
+def test_found_typed_text_stays_on_one_line(args):
+    with pytest.raises(UsageError) as e:
+        parse(COMMANDS["sample"], args, "bayesgen sample")
+    assert_one_line(e.value)

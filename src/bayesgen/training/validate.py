@@ -229,8 +229,9 @@ def compose_checked(overrides: list[str]) -> DictConfig:
             try:
                 parser.parse_overrides([override])
             except OverrideParseException as e:
-                raise ConfigError(f"cannot parse {override}: {_first_line(e)} (Hydra's override "
-                                  "syntax: quote values with special characters)") from None
+                raise ConfigError(f"cannot parse {_show(override)}: {_first_line(e)} (Hydra's "
+                                  "override syntax: quote values with special characters)"
+                                  ) from None
         raise ConfigError("cannot parse the overrides (Hydra's override syntax: quote values "
                           "with special characters)") from None
     except MissingConfigException as e:
@@ -345,8 +346,9 @@ def check_hydra_overrides(args: list[str]) -> None:
             continue
         for target in re.findall(r"_target_\s*[:=]\s*['\"]?([^,}'\"\s]*)", arg):
             if target not in trusted:
-                raise ConfigError(f"{arg}: {target!r} is not a launcher, sweeper or class of "
-                                  "bayesgen's, so Hydra will not call it; add allow_targets="
+                raise ConfigError(f"{_show(arg)}: {target!r} is not a launcher, sweeper or "
+                                  "class of bayesgen's, so Hydra will not call it; add "
+                                  "allow_targets="
                                   f"[{target}] on the command line if you trust it")
 
 
@@ -494,7 +496,8 @@ def _show(value: Any) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, DictConfig | ListConfig):
         return str(OmegaConf.to_container(value, resolve=True)).replace(" ", "")
-    return str(value)
+    text = str(value)
+    return text if text.isprintable() else ascii(text)  # one line, whatever the user typed
 
 
 def _check_keys(cfg: DictConfig) -> None:
