@@ -49,7 +49,7 @@ def run_main(args: list[str], capsys) -> None:
 
 
 @pytest.mark.parametrize("command", ["sample", "evaluate"])
-@examples(fast=60, long=800)
+@examples(fast=40, long=800)
 @given(data=st.data())
 def test_fuzz_parse(command, data):
     args = data.draw(arguments(command))
@@ -62,7 +62,7 @@ def test_fuzz_parse(command, data):
 
 
 @pytest.mark.parametrize("command", ["sample", "evaluate", "compare"])
-@examples(fast=40, long=600)
+@examples(fast=25, long=600)
 @given(data=st.data())
 def test_fuzz_main(command, data, capsys):
     head = data.draw(st.sampled_from([[], ["ckpt=."], ["preset=tiny"], ["preset=digits"]]))

@@ -95,7 +95,7 @@ def cycle(family: str) -> st.SearchStrategy[list[str]]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@examples(fast=8, long=250)
+@examples(fast=5, long=250)
 @given(data=st.data())
 def test_fuzz_leaf_overrides(family, data):
     extra = data.draw(st.one_of(
@@ -106,7 +106,7 @@ def test_fuzz_leaf_overrides(family, data):
     run_checks([*FAMILIES[family], *extra])
 
 
-@examples(fast=6, long=150)
+@examples(fast=5, long=150)
 @given(st.sampled_from(list(FAMILIES)), st.sampled_from(sorted({
     k.rpartition(".")[0] for k in ALL_LEAVES if "." in k} | {"method", "net", "data"})),
     st.sampled_from(HOSTILE_TARGETS))

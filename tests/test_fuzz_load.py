@@ -136,7 +136,7 @@ def mutate(folder: Path, kind: str, data) -> None:
 
 
 @pytest.mark.parametrize("kind", ["pretrained", "run", "ckpt"])
-@examples(fast=25, long=500)
+@examples(fast=15, long=500)
 @given(data=st.data())
 def test_fuzz_load(kind, data):
     with guard() as tmp:
