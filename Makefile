@@ -10,7 +10,7 @@ else
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-faults test-lower bench lint clean docs
+.PHONY: demo test test-faults test-fuzz test-lower bench lint clean docs
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ docs: $(STAMP)
 # concurrent runs) included; `make test` runs the fast subset
 test-faults: $(STAMP)
 	$(VENV)/bin/pytest -q -m faults
+
+# the property-based fuzz tests with the long profile (thousands of generated inputs, about
+# 30 minutes on 2 CPU cores); `make test` runs their fast profile
+test-fuzz: $(STAMP)
+	BAYESGEN_FUZZ=long $(VENV)/bin/pytest -q tests/test_fuzz_config.py tests/test_fuzz_cli.py \
+	    tests/test_fuzz_load.py
 
 # The test suite at the declared lower bounds (.ci/lower-bounds.txt) in its own venv.
 LOWER := .venv-lower

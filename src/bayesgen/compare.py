@@ -114,6 +114,7 @@ def compare(spec: dict, out: str | Path = "compare", methods: list[str] | None =
             report_only: bool = False, say: Callable[[str], None] = print) -> Path:
     """Train (or resume, or skip) every method of ``spec``, then write the report."""
     from bayesgen.training.build import build_datamodule, compose_config
+    from bayesgen.training.validate import compose_checked, validate_config
 
     labels = methods or list(spec["methods"])
     missing = [m for m in labels if m not in spec["methods"]]
@@ -123,8 +124,13 @@ def compare(spec: dict, out: str | Path = "compare", methods: list[str] | None =
     extra = list(extra or [])
     n = samples or spec["samples"]
     root = Path(out) / spec["name"]
+    configs = {}
+    for label in labels:  # every run's configuration checked before anything is written
+        overrides = [*run_overrides(spec, label, extra), f"run_dir={root / 'runs' / label}"]
+        configs[label] = compose_checked(overrides)
+        validate_config(configs[label], overrides)
     (root / "runs").mkdir(parents=True, exist_ok=True)
-    dm = build_datamodule(compose_config(run_overrides(spec, labels[0], extra)))
+    dm = build_datamodule(next(iter(configs.values())))
     scorer = quality_scorer(dm, say)
     # the FD curve during training, at the report's n (FD depends on n)
     watch = ["evaluate.quality=true", f"evaluate.quality_n={n}"] if scorer is not None else []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bayesgen.names import name_problem
+
 PRESET_DIR = Path(__file__).parent / "conf" / "compare"
 
 
@@ -13,6 +15,8 @@ def load_preset(preset: str | None = None, config: str | None = None) -> dict:
     if (preset is None) == (config is None):
         raise ValueError("give preset=NAME (one of " + ", ".join(list_presets())
                          + ") or config=FILE.yaml")
+    if config is None and (problem := name_problem(preset, "preset=")):
+        raise ValueError(problem)
     path = Path(config) if config else PRESET_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise ValueError(f"no compare preset {path}; presets: {', '.join(list_presets())}")
@@ -29,6 +33,9 @@ def load_preset(preset: str | None = None, config: str | None = None) -> dict:
     if set(budget) - {"steps", "seconds"} or len(budget) != 1:
         raise ValueError(f"{path}: budget must be {{steps: N}} or {{seconds: S}}")
     spec.setdefault("name", path.stem)
+    for what, value in (("name: ", spec["name"]), *(("methods: ", m) for m in spec["methods"])):
+        if problem := name_problem(value, what):  # <out>/<name>/runs/<label>/
+            raise ValueError(f"{path}: {problem}")
     spec.setdefault("overrides", [])
     spec.setdefault("samples", 64)
     spec["source"] = str(path)

@@ -401,11 +401,12 @@ def _load_run_dir(run_dir: Path, device, dtype) -> Run:
     if not ema.is_file():
         raise LoadError(f"{run_dir} has neither ema.safetensors nor checkpoints/last.ckpt; "
                         "did training save anything?")
-    from safetensors.torch import load_file
-
-    cfg = OmegaConf.load(config_file)
+    with _reading(config_file):
+        cfg = OmegaConf.load(config_file)
+    if not isinstance(cfg, DictConfig):
+        raise LoadError(f"{config_file} is not a bayesgen configuration (not a mapping)")
     info = data_info_from_config(cfg)
-    method = build_from_config(cfg, info, load_file(str(ema)), str(ema))
+    method = build_from_config(cfg, info, _read_weights(ema), str(ema))
     return _finish(Run(method, cfg, info, run_dir, _read_metrics(run_dir),
                        read_command(run_dir)), device, dtype)
 
@@ -415,7 +416,11 @@ def _load_checkpoint(path: Path, device, dtype) -> Run:
 
     ckpt = read_checkpoint(path)  # weights_only=True; the config's _target_s checked
     cfg = checkpoint_config(ckpt, path)
-    state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items()
+    weights = ckpt.get("state_dict")
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        raise LoadError(f"{path} has no state_dict of tensors: not a bayesgen checkpoint")
+    state = {k.removeprefix("method."): v for k, v in weights.items()
              if k.startswith("method.")}
     info = data_info_from_config(cfg)
     method = build_from_config(cfg, info, state, str(path))
@@ -441,19 +446,50 @@ def from_pretrained(name_or_path: str | Path, device: str | torch.device | None 
         if not f.is_file():
             raise LoadError(f"{folder} has no {f.name}; save_pretrained writes {CONFIG_NAME} "
                             f"and {WEIGHTS_NAME}")
-    saved = json.loads(config_file.read_text())
-    if saved.get("library") != "bayesgen" or "config" not in saved:
+    with _reading(config_file):
+        saved = json.loads(config_file.read_text())
+    if (not isinstance(saved, dict) or saved.get("library") != "bayesgen"
+            or not isinstance(saved.get("config"), dict)
+            or not isinstance(saved.get("data_info"), dict)):
         raise LoadError(f"{config_file} was not written by bayesgen's save_pretrained")
-    if saved.get("format", 1) > FORMAT_VERSION:
+    version = saved.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise LoadError(f"{config_file} has format {version!r}, not a format number")
+    if version > FORMAT_VERSION:
         raise LoadError(f"{config_file} has format {saved['format']}; this bayesgen reads "
                         f"format {FORMAT_VERSION}: upgrade bayesgen")
+    with _reading(config_file):
+        cfg = OmegaConf.create(saved["config"])
+        info = info_from_dict(saved["data_info"])
+    method = build_from_config(cfg, info, _read_weights(weights), str(weights))
+    metrics, command = saved.get("metrics"), saved.get("command")
+    return _finish(Run(method, cfg, info, folder, metrics if isinstance(metrics, dict) else None,
+                       command if isinstance(command, str) else None), device, dtype)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Any failure to read or parse ``path`` (unreadable, not UTF-8, not JSON/YAML, the wrong
+    structure) as one `LoadError` naming it."""
+    try:
+        yield
+    except LoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file may fail in any parser's way
+        raise LoadError(f"{path} cannot be read: {_first_line(e)}") from None
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a damaged one is a `LoadError` naming it."""
     from safetensors.torch import load_file
 
-    cfg = OmegaConf.create(saved["config"])
-    info = info_from_dict(saved["data_info"])
-    method = build_from_config(cfg, info, load_file(str(weights)), str(weights))
-    return _finish(Run(method, cfg, info, folder, saved.get("metrics"), saved.get("command")),
-                   device, dtype)
+    with _reading(path):
+        return load_file(str(path))
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _finish(run: Run, device, dtype) -> Run:
@@ -485,20 +521,27 @@ def build_from_config(cfg: DictConfig, info: DatasetInfo, state: dict[str, Tenso
     from bayesgen.training.checkpoint import check_targets
 
     for key in ("net", "method"):
-        if key not in cfg:
-            raise LoadError(f"the configuration has no {key!r} section")
+        if not isinstance(cfg.get(key), DictConfig):
+            raise LoadError(f"the configuration of {source} has no {key!r} section")
     check_targets({k: cfg.get(k) for k in ("net", "method", "data")}, source)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         if cfg.method.get("data") == "auto":  # fitted statistics are buffers of the state dict
             cfg.method.data = None
         cfg.setdefault("conditional", {"enabled": False, "guidance_scale": 0.0})
-    method = build_method(cfg, SimpleNamespace(info=info))
+    try:
+        method = build_method(cfg, SimpleNamespace(info=info))
+    except Exception as e:  # noqa: BLE001 - a damaged configuration fails in any builder's way
+        raise LoadError(f"the configuration of {source} does not build its method: "
+                        f"{_first_line(e)}") from None
     missing, unexpected = _compare_keys(method.state_dict(), state)
     if missing or unexpected:
         raise LoadError(f"{source} do not fit the configured method: missing {missing[:3]}, "
                         f"unexpected {unexpected[:3]}")
-    method.load_state_dict(state)
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as e:  # a tensor of another shape
+        raise LoadError(f"{source} do not fit the configured method: {_first_line(e)}") from None
     return method
 
 
@@ -511,13 +554,20 @@ def data_info_from_config(cfg: DictConfig) -> DatasetInfo:
     folder without ``data.data_shape`` reads its first image for the size)."""
     from bayesgen.data.datamodule import make_source
 
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    options = {k: v for k, v in data.items() if k not in _LOADER_KEYS}
+    try:
+        data = OmegaConf.to_container(cfg.get("data"), resolve=True)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ValueError("no data section with a name")
+    except Exception as e:  # noqa: BLE001 - interpolations of a damaged file fail in any way
+        raise LoadError(f"the configuration's data section is unusable ({_first_line(e)})"
+                        ) from None
+    options = {str(k): v for k, v in data.items() if k not in _LOADER_KEYS}
     try:
         return make_source(data["name"], data.get("root"), **options).info
     except Exception as e:  # noqa: BLE001 - the files may be elsewhere on this machine
-        raise LoadError(f"the data info of data={data['name']} needs its files ({e}); pass "
-                        "data_shape in the data config, or load a save_pretrained folder") from e
+        raise LoadError(f"the data info of data={data['name']} needs its files "
+                        f"({_first_line(e)}); pass data_shape in the data config, or load a "
+                        "save_pretrained folder") from None
 
 
 def info_to_dict(info: DatasetInfo) -> dict[str, Any]:
@@ -534,16 +584,28 @@ def info_from_dict(d: dict[str, Any]) -> DatasetInfo:
 
 
 def _read_metrics(run_dir: Path) -> dict | None:
+    """The run's ``metrics.json``; None when it is missing or damaged (the weights still
+    load: the metrics are a record, not part of the model)."""
     path = run_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def read_command(run_dir: Path) -> str | None:
-    """``bayesgen train …`` with the overrides Hydra recorded in ``.hydra/overrides.yaml``."""
+    """``bayesgen train …`` with the overrides Hydra recorded in ``.hydra/overrides.yaml``;
+    None when that file is missing or damaged."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    overrides = OmegaConf.to_container(OmegaConf.load(path))
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # noqa: BLE001 - a damaged record: no command, the run still loads
+        return None
+    if not isinstance(overrides, list):
+        return None
     return " ".join(["bayesgen train", *map(str, overrides)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bayesgen.cli.options import BOOL, POSITIVE_INT, Command, Option, UsageError, parse, text
+from bayesgen.names import name_problem
 
 
 def run(args: list[str]) -> int:
@@ -20,6 +21,8 @@ def run(args: list[str]) -> int:
     if opts["seconds"]:
         spec["budget"] = {"seconds": opts["seconds"]}
     if opts["name"]:
+        if problem := name_problem(opts["name"], "name="):
+            raise UsageError(problem)
         spec["name"] = opts["name"]
     methods = opts["methods"].split(",") if opts["methods"] else None
     from bayesgen.compare import compare

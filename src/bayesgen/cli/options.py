@@ -83,7 +83,7 @@ def parse(command: Command, args: Sequence[str], prog: str) -> Options:
             raise UsageError(f"{prog}: expected key=value, got {arg!r}")
         key, value = arg.split("=", 1)
         if key not in spec:
-            raise UsageError(f"{prog}: unknown option {key}={suggest(key, spec)}")
+            raise UsageError(f"{prog}: unknown option {shown(key)}={suggest(key, spec)}")
         try:
             out[key] = spec[key].type(value)
         except ValueError as e:
@@ -95,8 +95,15 @@ def parse(command: Command, args: Sequence[str], prog: str) -> Options:
                          f"(see {prog} --help)")
     for key in sorted(given, key=list(spec).index):  # paths last: the spelling is checked first
         if spec[key].exists and not os.path.exists(out[key]):
-            raise UsageError(f"{prog}: {key}={out[key]} not found; pass {key}=<{spec[key].help}>")
+            raise UsageError(f"{prog}: {key}={shown(out[key])} not found; pass "
+                             f"{key}=<{spec[key].help}>")
     return out
+
+
+def shown(text: str) -> str:
+    """A value the user typed, as an error message shows it: escaped (one line) unless it is
+    printable as it is."""
+    return text if text.isprintable() else ascii(text)
 
 
 def suggest(word: str, choices) -> str:

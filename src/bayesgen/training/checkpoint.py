@@ -24,7 +24,7 @@ import shutil
 import signal
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -328,31 +328,33 @@ def trusted_targets() -> frozenset[str]:
     return frozenset(names)
 
 
-def _targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+def find_targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every ``_target_`` in a plain nested ``node``."""
     if isinstance(node, Mapping):
         for k, v in node.items():
             where = f"{key}.{k}" if key else str(k)
             if k == "_target_":
                 yield where, v
             else:
-                yield from _targets(v, where)
+                yield from find_targets(v, where)
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            yield from _targets(v, f"{key}[{i}]")
+            yield from find_targets(v, f"{key}[{i}]")
 
 
-def check_targets(cfg: Any, source: str | os.PathLike) -> None:
+def check_targets(cfg: Any, source: str | os.PathLike, extra: Iterable[str] = ()) -> None:
     """Refuse a configuration from ``source`` (a file) that names a ``_target_`` outside
-    `trusted_targets` — before anything is imported or called."""
+    `trusted_targets` (plus ``extra``, the command line's ``allow_targets=``) — before anything
+    is imported or called. A file's own ``allow_targets`` trusts nothing."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    trusted = trusted_targets()
-    for where, target in _targets(cfg):
+    trusted = trusted_targets() | set(extra)
+    for where, target in find_targets(cfg):
         if not isinstance(target, str) or target not in trusted:
             raise CheckpointError(
                 f"refusing the configuration in {source}: {where}={target!r} is not one of "
                 "bayesgen's methods, networks or data modules (if you trust this file, add it "
-                "to BAYESGEN_TRUSTED_TARGETS)")
+                "to BAYESGEN_TRUSTED_TARGETS or, for bayesgen train, allow_targets=[…])")
 
 
 def config_to_text(config: Mapping | DictConfig) -> str:
@@ -360,9 +362,10 @@ def config_to_text(config: Mapping | DictConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(config) if isinstance(config, Mapping) else config)
 
 
-def checkpoint_config(ckpt: Mapping, path: str | os.PathLike) -> DictConfig:
+def checkpoint_config(ckpt: Mapping, path: str | os.PathLike,
+                      allow_targets: Iterable[str] = ()) -> DictConfig:
     """The configuration a checkpoint was trained with (YAML text, or the dict older versions
-    stored), its ``_target_``s checked."""
+    stored), its ``_target_``s checked (``allow_targets``: trusted besides bayesgen's)."""
     raw = ckpt.get("bayesgen_config")
     if raw is None:
         raise CheckpointError(f"{path} was not written by bayesgen train (no config inside)")
@@ -373,7 +376,7 @@ def checkpoint_config(ckpt: Mapping, path: str | os.PathLike) -> DictConfig:
                               f"({_first_line(e)})") from None
     if not isinstance(cfg, DictConfig) or "method" not in cfg or "data" not in cfg:
         raise CheckpointError(f"the configuration in {path} is not a bayesgen configuration")
-    check_targets(cfg, path)
+    check_targets(cfg, path, allow_targets)
     return cfg
 
 

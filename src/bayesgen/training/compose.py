@@ -16,7 +16,9 @@ class ConfigError(ValueError):
     """A configuration the user can fix; its message says how."""
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/config.yaml`` with command-line ``overrides`` (Hydra syntax)."""
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with command-line ``overrides`` (Hydra syntax); ``hydra``
+    keeps Hydra's own node (launcher, sweeper, callbacks) under ``cfg.hydra``."""
     with initialize_config_module(config_module="bayesgen.conf", version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides),
+                       return_hydra_config=hydra)

@@ -34,8 +34,10 @@ def train_with_hydra(args: list[str]) -> int:
     from hydra.core.config_store import ConfigStore
 
     from bayesgen.training.validate import (
+        check_hydra_overrides,
         check_launcher,
         check_resume_overrides,
+        command_line_targets,
         compose_checked,
         sweep_configs,
         validate_config,
@@ -46,6 +48,7 @@ def train_with_hydra(args: list[str]) -> int:
                      for a in args)
     overrides = [a for a in args if "=" in a and not a.startswith("-")
                  and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    check_hydra_overrides([a for a in args if "=" in a and not a.startswith("-")])
     config_name = "config"
     run_dir = _override_value(args, "run_dir")
     if run_dir and multirun:
@@ -61,7 +64,7 @@ def train_with_hydra(args: list[str]) -> int:
         from bayesgen.training.checkpoint import run_dir_of
 
         check_resume_overrides([a for a in overrides if not a.startswith("from_ckpt=")])
-        path, saved = _resume_config(resume)
+        path, saved = _resume_config(resume, command_line_targets(overrides))
         ConfigStore.instance().store(name="bayesgen_resume", node=saved)
         config_name = "bayesgen_resume"
         args = [a for a in args if not a.startswith("from_ckpt=")]
@@ -136,11 +139,12 @@ def _quote(path) -> str:
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _resume_config(resume: str):
+def _resume_config(resume: str, allow_targets: list[str] = ()):
     """(checkpoint, configuration) to resume from: the newest checkpoint of a run directory
     that loads (reporting any that does not), or the given file; the configuration is the
     checkpoint's, with ``from_ckpt`` set and Hydra's settings of ``conf/config.yaml`` — the
-    primary config of a resumed run."""
+    primary config of a resumed run; ``allow_targets`` (the command line's) trusts more
+    ``_target_``s than bayesgen's own."""
     from importlib.resources import files
 
     from omegaconf import OmegaConf
@@ -160,7 +164,7 @@ def _resume_config(resume: str):
     else:
         path = find_checkpoint(path, option="from_ckpt")
         ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, path)
+    cfg = checkpoint_config(ckpt, path, allow_targets)
     del ckpt
     cfg.from_ckpt = str(path)
     root = OmegaConf.create(files("bayesgen.conf").joinpath("config.yaml").read_text())

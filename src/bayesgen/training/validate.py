@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from bayesgen.names import name_problem
 from bayesgen.training.compose import METHOD_EXTRA_KEYS, ConfigError, compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -124,10 +125,21 @@ def _betas(value: Any) -> str | None:
     return None
 
 
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", re.ASCII)
+
+
+def _target_names(value: Any) -> str | None:
+    if not isinstance(value, list | ListConfig) or not all(
+            isinstance(v, str) and _DOTTED.fullmatch(v) for v in value):
+        return "expected a list of module.Class paths, e.g. [mypackage.nets.MyNet]"
+    return None
+
+
 SCHEMA: dict[str, Key] = {
     "seed": Key(int, min=0, max=2**32 - 1),
     "compile": Key(bool),
     "name": Key(str),
+    "allow_targets": Key(None, check=_target_names),
     "run_dir": Key(str, optional=True),
     "from_ckpt": Key(str, optional=True),
     "optim.lr": Key(float, above=0),
@@ -198,12 +210,15 @@ def compose_checked(overrides: list[str]) -> DictConfig:
     exist lists the ones that do; a key that does not exist gets a "did you mean"."""
     from hydra.errors import (
         ConfigCompositionException,
+        HydraException,
         MissingConfigException,
         OverrideParseException,
     )
+    from omegaconf.errors import OmegaConfBaseException
 
+    _check_group_names(overrides)
     try:
-        return compose_config(overrides)
+        cfg = compose_config(overrides, hydra=True)
     except OverrideParseException:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -212,13 +227,15 @@ def compose_checked(overrides: list[str]) -> DictConfig:
             try:
                 parser.parse_overrides([override])
             except OverrideParseException as e:
-                raise ConfigError(f"cannot parse {override}: {_first_line(e)} (Hydra's override "
-                                  "syntax: quote values with special characters)") from None
-        raise
+                raise ConfigError(f"cannot parse {_show(override)}: {_first_line(e)} (Hydra's "
+                                  "override syntax: quote values with special characters)"
+                                  ) from None
+        raise ConfigError("cannot parse the overrides (Hydra's override syntax: quote values "
+                          "with special characters)") from None
     except MissingConfigException as e:
         found = re.search(r"Could not find '([\w-]+)/([^'/]+)'", str(e))
         if found is None or found[1] not in GROUPS:
-            raise
+            raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
         group, option = found[1], found[2]
         raise ConfigError(f"{group}={option} does not exist; choose one of: "
                           f"{', '.join(group_options(group))}") from None
@@ -232,7 +249,29 @@ def compose_checked(overrides: list[str]) -> DictConfig:
         if found is not None:
             raise ConfigError(f"+{found[1]}=… adds a key, but {found[1]} exists already; set it "
                               f"without the +: {found[1]}=…") from None
-        raise
+        raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
+    with open_dict(cfg):
+        hydra_node = cfg.pop("hydra", None)
+    if hydra_node is not None:  # Hydra instantiates its launcher, sweeper and callbacks
+        check_config_targets(OmegaConf.create({"hydra": hydra_node}), overrides)
+    return cfg
+
+
+def _check_group_names(overrides: list[str]) -> None:
+    """A group option (``experiment=``, ``data=``, …) names a file of ``conf/<group>/``: it
+    must be a name, not a path (``experiment=../../x`` would read a file elsewhere)."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        group = key.lstrip("+~").split("@", 1)[0]
+        if not sep or group not in GROUPS or value in ("", "null"):
+            continue
+        options = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else (
+            value.split(","))
+        for option in options:
+            if problem := name_problem(option.strip(), f"{group}="):
+                raise ConfigError(problem)
 
 
 def group_options(group: str) -> list[str]:
@@ -308,6 +347,29 @@ def check_resume_overrides(overrides: list[str]) -> None:
                               f"{arg}{fix} or start a new run without from_ckpt=")
 
 
+def check_hydra_overrides(args: list[str]) -> None:
+    """Overrides of Hydra's own node (``hydra.callbacks``, ``hydra.launcher``, …) that name a
+    ``_target_`` are held to the allow-list too: Hydra would instantiate them before the job.
+    A ``name=`` given with ``from_ckpt=`` (validated only inside the job) is checked here."""
+    trusted: set[str] | None = None  # computed when needed: it imports bayesgen's classes
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "name" and "${" not in value and (problem := name_problem(value, "name=")):
+            raise ConfigError(problem)
+        if not key.startswith(("hydra.", "hydra/")) or "_target_" not in arg:
+            continue
+        if trusted is None:
+            from bayesgen.training.checkpoint import trusted_targets
+
+            trusted = HYDRA_TARGETS | trusted_targets() | set(command_line_targets(args))
+        for target in re.findall(r"_target_\s*[:=]\s*['\"]?([^,}'\"\s]*)", arg):
+            if target not in trusted:
+                raise ConfigError(f"{_show(arg)}: {target!r} is not a launcher, sweeper or "
+                                  "class of bayesgen's, so Hydra will not call it; add "
+                                  "allow_targets="
+                                  f"[{target}] on the command line if you trust it")
+
+
 def check_launcher(overrides: list[str]) -> bool:
     """Whether the jobs run elsewhere: ``hydra/launcher=slurm``, which needs the submitit
     launcher plugin and Slurm's ``srun`` (checked)."""
@@ -342,11 +404,85 @@ def sweep_configs(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
+# ---- names and targets -------------------------------------------------------------------------
+# what Hydra itself instantiates from its own node (hydra.launcher, hydra.sweeper)
+HYDRA_TARGETS = frozenset({
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+})
+
+
+def command_line_targets(overrides: list[str]) -> list[str]:
+    """The ``_target_``s that ``allow_targets=[a.B,c.D]`` on the command line trusts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found: list[str] = []
+    for override in overrides:
+        if override.lstrip("+").partition("=")[0] != "allow_targets":
+            continue
+        try:
+            value = OverridesParser.create().parse_overrides([override])[0].value()
+        except Exception:  # noqa: BLE001 - a bad spelling is reported by compose_checked
+            continue
+        values = value if isinstance(value, list) else [value]
+        found += [v for v in values if isinstance(v, str)]
+    return found
+
+
+def check_config_targets(cfg: DictConfig, overrides: list[str] = ()) -> None:
+    """Every ``_target_`` of ``cfg`` (any node: method, net, data, trainer, augment, Hydra's)
+    is bayesgen's own (`trusted_targets`) or trusted by ``allow_targets=`` on the command line,
+    refused before anything is imported or called. ``allow_targets`` set in a file (an
+    experiment, a checkpoint) trusts nothing: a file cannot vouch for itself."""
+    from bayesgen.training.checkpoint import find_targets, trusted_targets
+
+    given = command_line_targets(list(overrides))
+    in_cfg = cfg.get("allow_targets") if "allow_targets" in cfg else None
+    if isinstance(in_cfg, ListConfig | list) and (extra := [
+            t for t in OmegaConf.to_container(in_cfg, resolve=False) if t not in given]):
+        raise ConfigError(f"allow_targets lists {extra[0]!r}, but not on this command line: a "
+                          "configuration file cannot trust its own targets; give "
+                          f"allow_targets=[{','.join(map(str, extra))}] on the command line")
+    trusted = trusted_targets() | set(given)
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for where, target in find_targets(tree):
+        ok = isinstance(target, str) and (target in trusted or (
+            where.startswith("hydra.") and target in HYDRA_TARGETS))
+        if not ok:
+            raise ConfigError(
+                f"{where}={target!r} is not one of bayesgen's methods, networks, data modules "
+                "or strategies, so it is not imported or called; to use your own class, add "
+                "allow_targets=[<its module.Class>] on the command line (or set "
+                "BAYESGEN_TRUSTED_TARGETS), or build it with the Python API")
+
+
+def _check_resolves(cfg: DictConfig) -> None:
+    """Every ``${…}`` interpolation resolves (an unset ``${oc.env:…}``, a cycle, a key that
+    does not exist): one line naming the key, not a failure in the middle of a run."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # noqa: BLE001 - resolvers may raise anything
+        key = getattr(e, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"the configuration does not resolve: {where}{_first_line(e)}; "
+                          "fix or quote the ${…} interpolation") from None
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """``name`` becomes ``runs/<name>/``: a name, not a path."""
+    if "name" in cfg and (problem := name_problem(cfg.name, "name=")):
+        raise ConfigError(problem)
+
+
 # ---- the configuration ------------------------------------------------------------------------
 def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = True) -> None:
     """Raise one ConfigError for the first problem of ``cfg`` (see the module docstring);
     ``overrides`` (the command line) only make the messages more precise. ``here=False``
     (a job launched elsewhere, e.g. from a Slurm login node) skips the GPU checks."""
+    _check_resolves(cfg)
+    _check_names(cfg)
     _check_keys(cfg)
     for group in ("data", "method", "net"):
         node = cfg.get(group)
@@ -365,6 +501,7 @@ def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = Tru
         if problem:
             hint = f" ({key.hint})" if key.hint else ""
             raise ConfigError(f"invalid {path}={_show(value)}: {problem}{hint}")
+    check_config_targets(cfg, overrides)  # values above are read, nothing imported or called
     if here:
         _check_accelerator(cfg)
         _check_world_size(cfg)
@@ -379,7 +516,8 @@ def _show(value: Any) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, DictConfig | ListConfig):
         return str(OmegaConf.to_container(value, resolve=True)).replace(" ", "")
-    return str(value)
+    text = str(value)
+    return text if text.isprintable() else ascii(text)  # one line, whatever the user typed
 
 
 def _check_keys(cfg: DictConfig) -> None:
