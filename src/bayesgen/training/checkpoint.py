@@ -32,6 +32,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from bayesgen.training.targets import find_targets, trusted_targets  # noqa: F401  (re-exported)
+
 TMP_MARK = ".bayesgen-tmp-"
 _write_counts: dict[str, int] = {}
 
@@ -302,46 +304,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 # ---- configuration saved in a checkpoint ----------------------------------------------------
-def trusted_targets() -> frozenset[str]:
-    """The ``_target_`` values a configuration read from a file may use: bayesgen's methods
-    (and their named constructors), networks, data module, EDM's augmentation pipeline, and the
-    DDP/FSDP strategies."""
-    from bayesgen import methods, nets
-
-    names = {"bayesgen.data.DataModule", "bayesgen.data.datamodule.DataModule",
-             "bayesgen.training.augment.AugmentPipe",
-             "lightning.pytorch.strategies.DDPStrategy",
-             "lightning.pytorch.strategies.FSDPStrategy",
-             "torch.distributed.fsdp.wrap.size_based_auto_wrap_policy"}
-    for module, prefix in ((methods, "bayesgen.methods"), (nets, "bayesgen.nets")):
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if not isinstance(obj, type):
-                continue
-            spellings = (f"{prefix}.{name}", f"{obj.__module__}.{obj.__qualname__}")
-            names.update(spellings)
-            for attr, value in vars(obj).items():
-                if isinstance(value, classmethod) and not attr.startswith("_"):
-                    names.update(f"{s}.{attr}" for s in spellings)
-    extra = os.environ.get("BAYESGEN_TRUSTED_TARGETS", "")
-    names.update(t.strip() for t in extra.split(",") if t.strip())
-    return frozenset(names)
-
-
-def find_targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every ``_target_`` in a plain nested ``node``."""
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            where = f"{key}.{k}" if key else str(k)
-            if k == "_target_":
-                yield where, v
-            else:
-                yield from find_targets(v, where)
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from find_targets(v, f"{key}[{i}]")
-
-
 def check_targets(cfg: Any, source: str | os.PathLike, extra: Iterable[str] = ()) -> None:
     """Refuse a configuration from ``source`` (a file) that names a ``_target_`` outside
     `trusted_targets` (plus ``extra``, the command line's ``allow_targets=``) — before anything

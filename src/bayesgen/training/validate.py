@@ -359,7 +359,7 @@ def check_hydra_overrides(args: list[str]) -> None:
         if not key.startswith(("hydra.", "hydra/")) or "_target_" not in arg:
             continue
         if trusted is None:
-            from bayesgen.training.checkpoint import trusted_targets
+            from bayesgen.training.targets import trusted_targets
 
             trusted = HYDRA_TARGETS | trusted_targets() | set(command_line_targets(args))
         for target in re.findall(r"_target_\s*[:=]\s*['\"]?([^,}'\"\s]*)", arg):
@@ -436,7 +436,7 @@ def check_config_targets(cfg: DictConfig, overrides: list[str] = ()) -> None:
     is bayesgen's own (`trusted_targets`) or trusted by ``allow_targets=`` on the command line,
     refused before anything is imported or called. ``allow_targets`` set in a file (an
     experiment, a checkpoint) trusts nothing: a file cannot vouch for itself."""
-    from bayesgen.training.checkpoint import find_targets, trusted_targets
+    from bayesgen.training.targets import find_targets, trusted_targets
 
     given = command_line_targets(list(overrides))
     in_cfg = cfg.get("allow_targets") if "allow_targets" in cfg else None
@@ -445,12 +445,14 @@ def check_config_targets(cfg: DictConfig, overrides: list[str] = ()) -> None:
         raise ConfigError(f"allow_targets lists {extra[0]!r}, but not on this command line: a "
                           "configuration file cannot trust its own targets; give "
                           f"allow_targets=[{','.join(map(str, extra))}] on the command line")
-    trusted = trusted_targets() | set(given)
+    trusted: set[str] | None = None  # computed when needed: it imports bayesgen's classes
     tree = OmegaConf.to_container(cfg, resolve=False)
     for where, target in find_targets(tree):
-        ok = isinstance(target, str) and (target in trusted or (
-            where.startswith("hydra.") and target in HYDRA_TARGETS))
-        if not ok:
+        if where.startswith("hydra.") and target in HYDRA_TARGETS:
+            continue
+        if trusted is None:
+            trusted = trusted_targets() | set(given)
+        if not (isinstance(target, str) and target in trusted):
             raise ConfigError(
                 f"{where}={target!r} is not one of bayesgen's methods, networks, data modules "
                 "or strategies, so it is not imported or called; to use your own class, add "
