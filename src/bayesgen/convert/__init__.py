@@ -1,0 +1,110 @@
+"""Convert the authors' checkpoints into bayesgen ``save_pretrained`` folders.
+
+``convert(source, out, format, experiment)`` reads a checkpoint of one of the reference
+codes, maps its weights onto the network that ``experiment=`` builds (applying every layout
+and convention difference explicitly, see the format modules), checks that every key and
+shape fits, and writes ``out`` with :func:`bayesgen.run.save_pretrained`. The folder then works
+with ``bayesgen.load``, ``bayesgen evaluate ckpt=``, ``bayesgen sample ckpt=`` and
+``bayesgen train init_from=``.
+
+Formats (each a module with ``read(path) -> state dict``, ``to_bayesgen(state, net) ->
+state dict of net`` and ``guess_experiment(state) -> str``):
+
+- ``bfn-official``: nnaisense/bayesian-flow-networks ``*_ema.pt`` (``torch.load`` with
+  ``weights_only=True``), :mod:`bayesgen.convert.bfn_official`.
+- ``if-edm``: Inflationary Flows' EDM-style ``network-snapshot-*.pkl``, read by a restricted
+  unpickler that executes nothing, :mod:`bayesgen.convert.if_edm`.
+
+Nothing here imports :mod:`bayesgen.cli`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+from torch import Tensor, nn
+
+FORMATS = {"bfn-official": "bayesgen.convert.bfn_official",
+           "if-edm": "bayesgen.convert.if_edm"}
+
+
+class ConversionError(ValueError):
+    """A file that cannot be converted; the one-line message names the first mismatch."""
+
+
+def format_module(fmt: str):
+    if fmt not in FORMATS:
+        raise ConversionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return importlib.import_module(FORMATS[fmt])
+
+
+def check_fits(mapped: Mapping[str, Tensor], expected: Mapping[str, Tensor], source: str,
+               hint: str) -> None:
+    """Refuse, in one line, the first missing key, extra key or wrong shape."""
+    for key, value in expected.items():
+        if key not in mapped:
+            raise ConversionError(f"{source}: no weights for {key} {tuple(value.shape)}{hint}")
+    for key, value in mapped.items():
+        if key not in expected:
+            raise ConversionError(f"{source}: unexpected key {key} {tuple(value.shape)}{hint}")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ConversionError(f"{source}: {key} has shape {tuple(value.shape)}, the "
+                                  f"network expects {tuple(expected[key].shape)}{hint}")
+
+
+def build(experiment: str, overrides: Sequence[str] = ()):
+    """(config, data info, method) of ``experiment=`` with Hydra ``overrides``."""
+    from bayesgen.run import data_info_from_config
+    from bayesgen.training.build import build_method
+    from bayesgen.training.validate import compose_checked
+
+    cfg = compose_checked([f"experiment={experiment}", *overrides])
+    info = data_info_from_config(cfg)
+    return cfg, info, build_method(cfg, SimpleNamespace(info=info))
+
+
+def network_of(method: nn.Module) -> tuple[str, nn.Module]:
+    """(state-dict prefix, module) of the method's network, inside BFN's binary adapter too."""
+    prefix, net = "model.", method.model
+    while type(net).__name__ in ("BinaryImageAdapter", "ChannelsLastCategorical"):
+        prefix, net = prefix + "net.", net.net
+    return prefix, net
+
+
+def load_converted(state: Mapping[str, Tensor], fmt: str, experiment: str,
+                   overrides: Sequence[str] = (), source: str = "the checkpoint"):
+    """(config, info, method) of ``experiment`` carrying the reference weights ``state``."""
+    module = format_module(fmt)
+    cfg, info, method = build(experiment, overrides)
+    prefix, net = network_of(method)
+    guess = module.guess_experiment(state)
+    hint = (f"; this file looks like experiment={guess}" if guess and guess != experiment
+            else f" (format={fmt} experiment={experiment})")
+    try:
+        mapped = module.to_bayesgen(state, net)
+    except ConversionError as e:
+        raise ConversionError(f"{source}: {e}{hint}") from None
+    check_fits(mapped, net.state_dict(), source, hint)
+    full = {k: v for k, v in method.state_dict().items() if not k.startswith(prefix)}
+    full |= {prefix + k: v.float() for k, v in mapped.items()}
+    method.load_state_dict(full)
+    return cfg, info, method.eval()
+
+
+def convert(source: str | Path, out: str | Path, format: str, experiment: str,
+            overrides: Sequence[str] = ()) -> Path:
+    """Convert the checkpoint ``source`` of the reference code ``format`` into a
+    ``save_pretrained`` folder ``out`` for ``experiment=`` (plus Hydra ``overrides``)."""
+    from bayesgen.run import save_pretrained
+
+    source = Path(source)
+    if not source.is_file():
+        raise ConversionError(f"{source} is not a file")
+    state = format_module(format).read(source)
+    cfg, info, method = load_converted(state, format, experiment, overrides, str(source))
+    command = (f"bayesgen convert {source} out={out} format={format} experiment={experiment}"
+               + "".join(f" {o}" for o in overrides))
+    return save_pretrained(method, out, cfg, info, command=command)

@@ -1,0 +1,99 @@
+"""bayesgen convert: the authors' checkpoints → save_pretrained folders, checked against the
+outputs the reference code computed (fixtures in tests/data/convert/, see its README.md)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import bayesgen
+from bayesgen.convert import ConversionError, convert, load_converted, network_of
+
+DATA = Path(__file__).parent / "data" / "convert"
+
+# tiny versions of the reference networks: the experiment's network with these overrides
+TINY = {
+    "bfn_mnist_unet_tiny": ("mnist-bfn", [
+        "net.net.model_channels=32", "net.net.channel_mult=[1,1]", "net.net.num_res_blocks=1",
+        "net.net.attention_resolutions=[2]", "net.net.dropout=0.0"]),
+    "bfn_vdm_unet_tiny_discretized": ("cifar10-bfn-discretized-256", [
+        "net.width=16", "net.n_blocks=2", "net.num_heads=2", "+net.groups=4",
+        "net.attention_everywhere=true", "net.dropout=0.0"]),
+    "bfn_vdm_unet_tiny_continuous": ("cifar10-bfn-continuous-256", [
+        "net.width=16", "net.n_blocks=2", "net.num_heads=2", "+net.groups=4",
+        "net.attention_everywhere=true", "net.dropout=0.0"]),
+    "bfn_transformer_tiny": ("text8-bfn", [
+        "net.n_layer=2", "net.n_head=4", "net.n_embd=32", "data.seq_len=16"]),
+}
+
+
+def fixture(name: str, tmp_path: Path) -> Path:
+    """The reference's saved state dict (gzip'ed in the repository) unpacked into tmp_path."""
+    out = tmp_path / f"{name}.pt"
+    with gzip.open(DATA / f"{name}.pt.gz") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def net_output(method, name: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The converted network's output in the layout the fixture stores."""
+    if name.startswith("bfn_mnist"):  # θ₁ → the adapter's two logits; compare the log-odds
+        theta = torch.stack([1 - x, x], dim=-1)
+        logits = method.model(theta, t)
+        return logits[..., 1] - logits[..., 0]
+    return network_of(method)[1](x, t)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_bfn_official_reproduces_reference_outputs(name, tmp_path):
+    experiment, overrides = TINY[name]
+    state = torch.load(fixture(name, tmp_path), weights_only=True)
+    _, _, method = load_converted(state, "bfn-official", experiment, overrides)
+    io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = net_output(method, name, io["x"], io["t"])
+    assert out.shape == io["out"].shape
+    assert relative_error(out, io["out"]) < 1e-5
+
+
+def test_convert_writes_a_folder_that_loads(tmp_path):
+    name = "bfn_transformer_tiny"
+    experiment, overrides = TINY[name]
+    folder = convert(fixture(name, tmp_path), tmp_path / "model", "bfn-official", experiment,
+                     overrides)
+    run = bayesgen.load(folder)
+    io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = network_of(run.method)[1](io["x"], io["t"])
+    assert relative_error(out, io["out"]) < 1e-5
+    assert "bayesgen convert" in (folder / "config.json").read_text()
+
+
+def test_mismatch_is_one_line_naming_key_and_experiment(tmp_path):
+    state = torch.load(fixture("bfn_transformer_tiny", tmp_path), weights_only=True)
+    with pytest.raises(ConversionError) as e:  # the text8 file onto the MNIST network
+        load_converted(state, "bfn-official", *TINY["bfn_mnist_unet_tiny"])
+    assert "\n" not in str(e.value) and "experiment=text8-bfn" in str(e.value)
+    state.pop("net.lm_head.bias")
+    with pytest.raises(ConversionError, match=r"no weights for head\.bias") as e:
+        load_converted(state, "bfn-official", *TINY["bfn_transformer_tiny"])
+    state["net.lm_head.bias"] = torch.zeros(28)
+    with pytest.raises(ConversionError, match=r"head\.bias has shape \(28,\)"):
+        load_converted(state, "bfn-official", *TINY["bfn_transformer_tiny"])
+    state["net.lm_head.bias"], state["net.extra.weight"] = torch.zeros(27), torch.zeros(1)
+    with pytest.raises(ConversionError, match=r"unexpected key net\.extra\.weight"):
+        load_converted(state, "bfn-official", *TINY["bfn_transformer_tiny"])
+
+
+def test_full_size_wrong_shape_names_the_fitting_experiment(tmp_path):
+    state = torch.load(fixture("bfn_vdm_unet_tiny_discretized", tmp_path), weights_only=True)
+    with pytest.raises(ConversionError, match="experiment=cifar10-bfn-discretized-256"):
+        load_converted(state, "bfn-official", "cifar10-bfn-continuous-256")
