@@ -97,3 +97,20 @@ def test_full_size_wrong_shape_names_the_fitting_experiment(tmp_path):
     state = torch.load(fixture("bfn_vdm_unet_tiny_discretized", tmp_path), weights_only=True)
     with pytest.raises(ConversionError, match="experiment=cifar10-bfn-discretized-256"):
         load_converted(state, "bfn-official", "cifar10-bfn-continuous-256")
+
+
+def test_cli_convert_then_sample(tmp_path, capsys):
+    from bayesgen.cli import main
+
+    src = fixture("bfn_transformer_tiny", tmp_path)
+    experiment, overrides = TINY["bfn_transformer_tiny"]
+    out = tmp_path / "text8"
+    assert main(["convert", str(src), f"out={out}", "format=bfn-official",
+                 f"experiment={experiment}", *overrides]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert main(["sample", f"ckpt={out}", "n=2", "n_steps=3", f"out={tmp_path / 's.txt'}"]) == 0
+    assert main(["convert", str(src), f"out={tmp_path / 'x'}", "format=bfn-official",
+                 "experiment=mnist-bfn"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("bayesgen: error")]
+    assert len(err) == 1 and "experiment=text8-bfn" in err[0]
