@@ -114,3 +114,66 @@ def test_cli_convert_then_sample(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines()
            if line.startswith("bayesgen: error")]
     assert len(err) == 1 and "experiment=text8-bfn" in err[0]
+
+
+# ---- if-edm: Inflationary Flows' EDM-style pickles ---------------------------------------------
+IF_TINY = ("cifar10-if-prp", ["data.data_shape=[3,4,4]", "net.model_channels=8",
+                              "net.channel_mult=[1,1]", "net.num_blocks=1",
+                              "net.attn_resolutions=[2]", "net.dropout=0.0"])
+
+
+def if_fixture(tmp_path: Path) -> Path:
+    out = tmp_path / "network-snapshot-000000.pkl"
+    with gzip.open(DATA / "if_songunet_tiny.pkl.gz") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def test_if_edm_reproduces_reference_denoiser(tmp_path):
+    """The reference IFsPreCond(x in ES, t) returns D(x, t) in image space."""
+    from bayesgen.convert.if_edm import read
+
+    _, _, method = load_converted(read(if_fixture(tmp_path)), "if-edm", *IF_TINY)
+    io = torch.load(DATA / "if_songunet_tiny_io.pt", weights_only=True)
+    with torch.no_grad():
+        d = method.schedule.rotate_to_is(method.denoise_es(io["x"].flatten(1), io["t"]))
+    assert relative_error(d, io["out"]) < 1e-5
+
+
+def test_if_edm_convert_writes_a_loadable_folder(tmp_path):
+    folder = convert(if_fixture(tmp_path), tmp_path / "if", "if-edm", *IF_TINY)
+    run = bayesgen.load(folder)
+    assert run.method.schedule.W.shape == (48, 48)
+    assert run.sample(2, n_steps=2, solver="euler").shape == (2, 3, 4, 4)
+
+
+class _Hostile:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+    bad = tmp_path / "network-snapshot-000001.pkl"
+    bad.write_bytes(pickle.dumps({"ema": _Hostile(marker)}))
+    with pytest.raises(ConversionError) as e:
+        convert(bad, tmp_path / "out", "if-edm", *IF_TINY)
+    assert "refused to load" in str(e.value) and "system" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_if_edm_wrong_hyperparameter_is_named(tmp_path):
+    from bayesgen.convert.if_edm import read
+
+    experiment, overrides = IF_TINY
+    with pytest.raises(ConversionError, match=r"rho=2.0, the experiment method.rho=1.0"):
+        load_converted(read(if_fixture(tmp_path)), "if-edm", experiment,
+                       [*overrides, "method.rho=1.0"])

@@ -13,7 +13,9 @@ state dict of net`` and ``guess_experiment(state) -> str``):
 - ``bfn-official``: nnaisense/bayesian-flow-networks ``*_ema.pt`` (``torch.load`` with
   ``weights_only=True``), :mod:`bayesgen.convert.bfn_official`.
 - ``if-edm``: Inflationary Flows' EDM-style ``network-snapshot-*.pkl``, read by a restricted
-  unpickler that executes nothing, :mod:`bayesgen.convert.if_edm`.
+  unpickler that executes nothing, :mod:`bayesgen.convert.if_edm` (which also supplies the
+  method's PCA statistics, ``method_state``, and the overrides its network needs,
+  ``OVERRIDES``).
 
 Nothing here imports :mod:`bayesgen.cli`.
 """
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+from omegaconf import open_dict
 from torch import Tensor, nn
 
 FORMATS = {"bfn-official": "bayesgen.convert.bfn_official",
@@ -63,6 +66,9 @@ def build(experiment: str, overrides: Sequence[str] = ()):
 
     cfg = compose_checked([f"experiment={experiment}", *overrides])
     info = data_info_from_config(cfg)
+    if cfg.method.get("data") == "auto":  # statistics fitted to data come from the checkpoint
+        with open_dict(cfg):
+            cfg.method.data = None
     return cfg, info, build_method(cfg, SimpleNamespace(info=info))
 
 
@@ -78,17 +84,20 @@ def load_converted(state: Mapping[str, Tensor], fmt: str, experiment: str,
                    overrides: Sequence[str] = (), source: str = "the checkpoint"):
     """(config, info, method) of ``experiment`` carrying the reference weights ``state``."""
     module = format_module(fmt)
-    cfg, info, method = build(experiment, overrides)
+    cfg, info, method = build(experiment, [*getattr(module, "OVERRIDES", ()), *overrides])
     prefix, net = network_of(method)
     guess = module.guess_experiment(state)
     hint = (f"; this file looks like experiment={guess}" if guess and guess != experiment
             else f" (format={fmt} experiment={experiment})")
+    own = {k: v for k, v in method.state_dict().items() if not k.startswith(prefix)}
     try:
         mapped = module.to_bayesgen(state, net)
+        extra = module.method_state(state, method) if hasattr(module, "method_state") else {}
     except ConversionError as e:
         raise ConversionError(f"{source}: {e}{hint}") from None
     check_fits(mapped, net.state_dict(), source, hint)
-    full = {k: v for k, v in method.state_dict().items() if not k.startswith(prefix)}
+    check_fits(extra, {k: v for k, v in own.items() if k in extra}, source, hint)
+    full = own | {k: v.to(own[k].dtype) for k, v in extra.items()}
     full |= {prefix + k: v.float() for k, v in mapped.items()}
     method.load_state_dict(full)
     return cfg, info, method.eval()
