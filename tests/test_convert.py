@@ -177,3 +177,45 @@ def test_if_edm_wrong_hyperparameter_is_named(tmp_path):
     with pytest.raises(ConversionError, match=r"rho=2.0, the experiment method.rho=1.0"):
         load_converted(read(if_fixture(tmp_path)), "if-edm", experiment,
                        [*overrides, "method.rho=1.0"])
+
+
+# ---- bsi-lightning: the BSI repository's Lightning checkpoints --------------------------------
+BSI_TINY = ("cifar10-vdm", ["net.width=32", "net.n_blocks=1", "net.num_heads=2",
+                            "net.fourier_exponents=[6,7]", "net.time_size=8"])
+
+
+def bsi_fixture(tmp_path: Path) -> Path:
+    out = tmp_path / "last.ckpt"
+    with gzip.open(DATA / "bsi_vdm_unet_tiny.ckpt.gz") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+def test_bsi_lightning_reproduces_reference_ema_network(tmp_path):
+    """The fixture's online weights are zero and its EMA weights random: the EMA ones count."""
+    from bayesgen.convert.bsi_lightning import read
+
+    state = read(bsi_fixture(tmp_path))  # DictConfig / SeedSequence hyperparameters as data
+    assert state.meta["ema"] and state.meta["config"]["task"]["name"] == "bsi"
+    _, _, method = load_converted(state, "bsi-lightning", *BSI_TINY)
+    io = torch.load(DATA / "bsi_vdm_unet_tiny_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = network_of(method)[1](io["x"], io["t"])
+    assert relative_error(out, io["out"]) < 1e-5
+
+
+def test_bsi_lightning_wrong_network_names_experiment(tmp_path):
+    from bayesgen.convert.bsi_lightning import read
+
+    state = read(bsi_fixture(tmp_path))
+    with pytest.raises(ConversionError, match="no weights for .*experiment=cifar10-vdm"):
+        load_converted(state, "bsi-lightning", "cifar10-vdm")  # full size: wrong shapes
+
+
+def test_hostile_lightning_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": _Hostile(marker)}, bad)
+    with pytest.raises(ConversionError, match="refused to load .*system"):
+        convert(bad, tmp_path / "out", "bsi-lightning", *BSI_TINY)
+    assert not marker.exists()

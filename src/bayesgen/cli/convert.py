@@ -6,7 +6,7 @@ import os
 
 from bayesgen.cli.options import Command, Option, UsageError, choice, parse, text
 
-FORMATS = ("bfn-official", "if-edm")
+FORMATS = ("bfn-official", "bsi-lightning", "if-edm")
 
 
 def run(args: list[str]) -> int:
@@ -28,7 +28,7 @@ def run(args: list[str]) -> int:
 
 
 COMMANDS = [Command(
-    "convert", "the authors' checkpoints -> a save_pretrained folder (format=bfn-official|if-edm)",
+    "convert", "the authors' checkpoints -> save_pretrained (bfn-official|bsi-lightning|if-edm)",
     run, passthrough=True,
     usage_args="SOURCE out=DIR format=FORMAT experiment=NAME [overrides]",
     description="Convert a checkpoint written by a reference implementation into a bayesgen "
@@ -37,7 +37,9 @@ COMMANDS = [Command(
     "nnaisense/bayesian-flow-networks (mnist_ema.pt: experiment=mnist-bfn; "
     "cifar10_16d_ema.pt / cifar10_256d_ema.pt: cifar10-bfn-discretized-16 / -256; "
     "cifar10_256c_ema.pt: cifar10-bfn-continuous-256; text8_ema.pt: text8-bfn), read with "
-    "weights_only=True. format=if-edm: Inflationary Flows' network-snapshot-*.pkl, read by an "
+    "weights_only=True. format=bsi-lightning: a .ckpt of martenlienen/bsi (the VDM U-Net of "
+    "cifar10-vdm with task bsi or vdm; its EMA weights), read with weights_only=True and its "
+    "hyperparameters as inert data. format=if-edm: Inflationary Flows' network-snapshot-*.pkl, read by an "
     "unpickler that executes nothing. A file that does not fit the experiment's network is "
     "refused with the first missing, extra or misshapen key and the experiment it looks "
     "like. Hydra overrides (net.width=16) change the experiment's network. See "

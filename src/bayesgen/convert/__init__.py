@@ -12,6 +12,8 @@ state dict of net`` and ``guess_experiment(state) -> str``):
 
 - ``bfn-official``: nnaisense/bayesian-flow-networks ``*_ema.pt`` (``torch.load`` with
   ``weights_only=True``), :mod:`bayesgen.convert.bfn_official`.
+- ``bsi-lightning``: martenlienen/bsi ``.ckpt`` files (``weights_only=True``; their
+  hyperparameters read as inert data), :mod:`bayesgen.convert.bsi_lightning`.
 - ``if-edm``: Inflationary Flows' EDM-style ``network-snapshot-*.pkl``, read by a restricted
   unpickler that executes nothing, :mod:`bayesgen.convert.if_edm` (which also supplies the
   method's PCA statistics, ``method_state``, and the overrides its network needs,
@@ -31,6 +33,7 @@ from omegaconf import open_dict
 from torch import Tensor, nn
 
 FORMATS = {"bfn-official": "bayesgen.convert.bfn_official",
+           "bsi-lightning": "bayesgen.convert.bsi_lightning",
            "if-edm": "bayesgen.convert.if_edm"}
 
 

@@ -16,9 +16,11 @@ code* of its module, which a normal ``pickle.load`` compiles and runs. :func:`lo
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
-from collections import OrderedDict
+import typing
+from collections import OrderedDict, defaultdict
 from typing import Any, BinaryIO
 
 import torch
@@ -82,6 +84,13 @@ def _storage_from_bytes(b: bytes):
     return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode``, which protocol-2 pickles use for bytes: latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
 def _device(*args: Any) -> str:
     return ":".join(map(str, args))
 
@@ -99,21 +108,31 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
 
 SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): OrderedDict, ("collections", "defaultdict"): defaultdict,
+    **{("builtins", t.__name__): t for t in (  # plain types (data, or type references in
+        set, frozenset, dict, list, tuple, int, float, complex, str, bytes, bool, object)},
+    ("typing", "Any"): typing.Any,             # omegaconf's metadata), and typing.Any
     ("copyreg", "_reconstructor"): _reconstructor,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("torch", "device"): _device,
+    ("torch", "device"): _device, ("_codecs", "encode"): _latin1_bytes,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
     **{("torch", name): getattr(torch, name) for name in (
         "float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool")},
 }
 
 
+def _refuse_persistent_id(pid: Any) -> Any:
+    raise pickle.UnpicklingError("refused a persistent id (not an EDM pickle; a torch.save "
+                                 "file is read with torch.load(weights_only=True))")
+
+
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names, as pickle maps them
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = (module, name)
         if key in SAFE_GLOBALS:
             return SAFE_GLOBALS[key]
@@ -126,9 +145,10 @@ class SafeUnpickler(pickle.Unpickler):
             f"refused to load {module}.{name}: this file would run code outside the tensors "
             "and plain containers a network snapshot needs")
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused a persistent id (not an EDM pickle; a torch.save "
-                                     "file is read with torch.load(weights_only=True))")
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # an attribute, not a method, so that torch.load's zip reader can set its own
+        self.persistent_load = _refuse_persistent_id
 
 
 def load(f: BinaryIO) -> Any:
