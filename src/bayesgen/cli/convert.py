@@ -39,8 +39,9 @@ COMMANDS = [Command(
     "cifar10_256c_ema.pt: cifar10-bfn-continuous-256; text8_ema.pt: text8-bfn), read with "
     "weights_only=True. format=bsi-lightning: a .ckpt of martenlienen/bsi (the VDM U-Net of "
     "cifar10-vdm with task bsi or vdm; its EMA weights), read with weights_only=True and its "
-    "hyperparameters as inert data. format=if-edm: Inflationary Flows' network-snapshot-*.pkl, read by an "
-    "unpickler that executes nothing. A file that does not fit the experiment's network is "
+    "hyperparameters as inert data. format=if-edm: Inflationary Flows' "
+    "network-snapshot-*.pkl, read by an unpickler that executes nothing. A file that does "
+    "not fit the experiment's network is "
     "refused with the first missing, extra or misshapen key and the experiment it looks "
     "like. Hydra overrides (net.width=16) change the experiment's network. See "
     "docs/checkpoints.md.",

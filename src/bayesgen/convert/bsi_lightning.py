@@ -40,8 +40,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bayesgen.convert import ConversionError
-from bayesgen.convert import safe_pickle
+from bayesgen.convert import ConversionError, safe_pickle
 
 HYPERPARAMETER_MODULES = ("omegaconf.", "numpy.random.", "lightning.", "pytorch_lightning.")
 EMA_PREFIX, ONLINE_PREFIX = "ema_model.ema_model.", "model."
