@@ -14,10 +14,11 @@ def run(args: list[str]) -> int:
     options = [a for a in args if "=" in a and "." not in a.split("=", 1)[0]
                and not a.startswith(("+", "~"))]
     overrides = [a for a in args if a not in options and a not in sources]
-    opts = parse(COMMANDS[0], options, "bayesgen convert")
     if len(sources) != 1:
         raise UsageError("bayesgen convert takes one SOURCE file, got "
-                         f"{len(sources)}: {' '.join(sources) or '(none)'}")
+                         f"{len(sources)}: {' '.join(sources) or '(none)'} (see bayesgen "
+                         "convert --help)")
+    opts = parse(COMMANDS[0], options, "bayesgen convert")
     if not os.path.isfile(sources[0]):
         raise UsageError(f"bayesgen convert: SOURCE {sources[0]} not found")
     from bayesgen.convert import convert
@@ -30,7 +31,7 @@ def run(args: list[str]) -> int:
 COMMANDS = [Command(
     "convert", "the authors' checkpoints -> save_pretrained (bfn-official|bsi-lightning|if-edm)",
     run, passthrough=True,
-    usage_args="SOURCE out=DIR format=FORMAT experiment=NAME [overrides]",
+    usage_args="SOURCE out=DIR format=FORMAT experiment={name} [overrides]",
     description="Convert a checkpoint written by a reference implementation into a bayesgen "
     "save_pretrained folder (config.json + model.safetensors) for bayesgen.load, bayesgen "
     "evaluate ckpt=, bayesgen sample ckpt=. format=bfn-official: the state dicts of "
@@ -49,6 +50,6 @@ COMMANDS = [Command(
         Option("out", text("DIR"), required=True, help="the folder to write"),
         Option("format", choice(*FORMATS), required=True, help="the reference code that "
                "wrote SOURCE"),
-        Option("experiment", text("NAME"), required=True, help="the bayesgen experiment "
+        Option("experiment", text("{name}"), required=True, help="the bayesgen experiment "
                "whose network receives the weights"),
     ])]
