@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bayesgen
-from bayesgen.convert import ConversionError, convert, load_converted, network_of
+from bayesgen.convert import ConversionError, build, convert, load_converted, network_of
 
 DATA = Path(__file__).parent / "data" / "convert"
 
@@ -219,3 +219,20 @@ def test_hostile_lightning_checkpoint_is_refused(tmp_path):
     with pytest.raises(ConversionError, match="refused to load .*system"):
         convert(bad, tmp_path / "out", "bsi-lightning", *BSI_TINY)
     assert not marker.exists()
+
+
+def test_init_from_starts_training_from_converted_weights(tmp_path):
+    """``bayesgen train ... init_from=FOLDER``: the task starts from the folder's weights."""
+    from bayesgen.training.build import ConfigError, build_datamodule, build_task, load_weights
+
+    experiment, overrides = TINY["bfn_transformer_tiny"]
+    folder = convert(fixture("bfn_transformer_tiny", tmp_path), tmp_path / "m", "bfn-official",
+                     experiment, overrides)
+    cfg, _, _ = build(experiment, overrides)
+    task = build_task(cfg, build_datamodule(cfg))
+    load_weights(task, folder)
+    want = bayesgen.load(folder).method.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in task.method.state_dict().items())
+    cfg, _, _ = build(experiment, [*overrides, "net.n_layer=1"])
+    with pytest.raises(ConfigError, match="does not fit"):
+        load_weights(build_task(cfg, build_datamodule(cfg)), folder)
