@@ -184,10 +184,15 @@ def check_bsi(ref: Path, tmp: Path, batch: int) -> None:
     run = bayesgen.load(convert(path, tmp / "bsi-cifar10", "bsi-lightning", "cifar10-vdm"))
     g = torch.Generator().manual_seed(1)
     mu, t = 0.5 * torch.randn(batch, 3, 32, 32, generator=g), torch.rand(batch, generator=g)
+    ours = network_of(run.method)[1]
     with torch.no_grad():
-        diff = rel(network_of(run.method)[1](mu, t), ema(mu, t))
+        diff = rel(ours(mu, t), ema(mu, t))
+        # BSI's Fourier features sin(2π·2⁸·μ + π/2) (the cosine as a shifted sine) round their
+        # argument (~1600·|μ|) in float32, ~1e-4 at |μ| ≈ 1: small inputs isolate the mapping
+        small = rel(ours(mu / 100, t), ema(mu / 100, t))
+        note = f"at |mu| / 100: {small:.2g}"
     report("martenlienen/bsi", "cifar10-vdm (task bsi)", "cifar10-vdm",
-           sum(p.numel() for p in ema.parameters()), diff, start)
+           sum(p.numel() for p in ema.parameters()), diff, start, note)
     for data, patch in (("imagenet32", 2), ("imagenet64", 4)):
         report("martenlienen/bsi", f"{data} (DiT-L/{patch}, tasks bsi/bfn/vdm)",
                f"{data}-dit", 0, None, time.time(),
