@@ -9,7 +9,7 @@ code* at full size, gives every parameter random values (the reference initialis
 zero some layers, which would hide mapping errors), saves it as its authors do (the official
 BFN ``state_dict()`` with ``torch.save``; BSI's Lightning ``Trainer.save_checkpoint``;
 Inflationary Flows' ``pickle.dump`` of the snapshot dict), converts the file with
-``bayesgen.convert``, loads the folder with ``bayesgen.load``, and prints one JSON line with the
+``bayesgen.conversion``, loads the folder with ``bayesgen.load``, and prints one JSON line with the
 maximum relative difference (max |ours − reference| / max |reference|) of the outputs on fixed
 random inputs, in float32 on the CPU.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 import bayesgen
-from bayesgen.convert import convert, network_of
+from bayesgen.conversion import convert, network_of
 
 BFN_CONFIGS = [("mnist_discrete", "mnist-bfn"),
                ("cifar10_discretized_16bins", "cifar10-bfn-discretized-16"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bayesgen
-from bayesgen.convert import ConversionError, build, convert, load_converted, network_of
+from bayesgen.conversion import ConversionError, build, convert, load_converted, network_of
 
 DATA = Path(__file__).parent / "data" / "convert"
 
@@ -67,8 +67,8 @@ def test_bfn_official_reproduces_reference_outputs(name, tmp_path):
 def test_convert_writes_a_folder_that_loads(tmp_path):
     name = "bfn_transformer_tiny"
     experiment, overrides = TINY[name]
-    folder = convert(fixture(name, tmp_path), tmp_path / "model", "bfn-official", experiment,
-                     overrides)
+    folder = bayesgen.convert(fixture(name, tmp_path), tmp_path / "model",
+                              format="bfn-official", experiment=experiment, overrides=overrides)
     run = bayesgen.load(folder)
     io = torch.load(DATA / f"{name}_io.pt", weights_only=True)
     with torch.no_grad():
@@ -131,7 +131,7 @@ def if_fixture(tmp_path: Path) -> Path:
 
 def test_if_edm_reproduces_reference_denoiser(tmp_path):
     """The reference IFsPreCond(x in ES, t) returns D(x, t) in image space."""
-    from bayesgen.convert.if_edm import read
+    from bayesgen.conversion.if_edm import read
 
     _, _, method = load_converted(read(if_fixture(tmp_path)), "if-edm", *IF_TINY)
     io = torch.load(DATA / "if_songunet_tiny_io.pt", weights_only=True)
@@ -171,7 +171,7 @@ def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_if_edm_wrong_hyperparameter_is_named(tmp_path):
-    from bayesgen.convert.if_edm import read
+    from bayesgen.conversion.if_edm import read
 
     experiment, overrides = IF_TINY
     with pytest.raises(ConversionError, match=r"rho=2.0, the experiment method.rho=1.0"):
@@ -193,7 +193,7 @@ def bsi_fixture(tmp_path: Path) -> Path:
 
 def test_bsi_lightning_reproduces_reference_ema_network(tmp_path):
     """The fixture's online weights are zero and its EMA weights random: the EMA ones count."""
-    from bayesgen.convert.bsi_lightning import read
+    from bayesgen.conversion.bsi_lightning import read
 
     state = read(bsi_fixture(tmp_path))  # DictConfig / SeedSequence hyperparameters as data
     assert state.meta["ema"] and state.meta["config"]["task"]["name"] == "bsi"
@@ -205,7 +205,7 @@ def test_bsi_lightning_reproduces_reference_ema_network(tmp_path):
 
 
 def test_bsi_lightning_wrong_network_names_experiment(tmp_path):
-    from bayesgen.convert.bsi_lightning import read
+    from bayesgen.conversion.bsi_lightning import read
 
     state = read(bsi_fixture(tmp_path))
     with pytest.raises(ConversionError, match="no weights for .*experiment=cifar10-vdm"):

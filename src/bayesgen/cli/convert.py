@@ -1,4 +1,5 @@
-"""``bayesgen convert``: the authors' checkpoints → save_pretrained folders (bayesgen.convert)."""
+"""``bayesgen convert``: the authors' checkpoints → save_pretrained folders
+(``bayesgen.convert``, :mod:`bayesgen.conversion`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def run(args: list[str]) -> int:
     opts = parse(COMMANDS[0], options, "bayesgen convert")
     if not os.path.isfile(sources[0]):
         raise UsageError(f"bayesgen convert: SOURCE {sources[0]} not found")
-    from bayesgen.convert import convert
+    from bayesgen.conversion import convert
 
     out = convert(sources[0], opts["out"], opts["format"], opts["experiment"], overrides)
     print(f"wrote {out}: bayesgen evaluate ckpt={out} · bayesgen sample ckpt={out}")

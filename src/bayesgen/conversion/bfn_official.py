@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bayesgen.convert import ConversionError
+from bayesgen.conversion import ConversionError
 
 
 def read(path: Path) -> dict[str, Tensor]:

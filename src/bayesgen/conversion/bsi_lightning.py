@@ -8,7 +8,7 @@ from the repository's ``ConfigInCheckpoint``), and Lightning's ``hyper_parameter
 Reading: ``torch.load(weights_only=True)`` first. The repository's ``save_hyperparameters()``
 stores omegaconf ``DictConfig`` objects and a numpy ``SeedSequence``, which ``weights_only``
 refuses; such a file is then read by the same zip reader with bayesgen's restricted unpickler
-(:mod:`bayesgen.convert.safe_pickle`) in place of torch's: tensors and plain containers as
+(:mod:`bayesgen.conversion.safe_pickle`) in place of torch's: tensors and plain containers as
 usual, the classes of ``omegaconf``, ``numpy.random`` and Lightning turned into inert
 records, every other global refused. Nothing of the file is executed either way.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bayesgen.convert import ConversionError, safe_pickle
+from bayesgen.conversion import ConversionError, safe_pickle
 
 HYPERPARAMETER_MODULES = ("omegaconf.", "numpy.random.", "lightning.", "pytorch_lightning.")
 EMA_PREFIX, ONLINE_PREFIX = "ema_model.ema_model.", "model."

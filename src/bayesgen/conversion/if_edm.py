@@ -2,7 +2,7 @@
 
 The snapshot is ``dict(ema=IFsPreCond(...), loss_fn=..., augment_pipe=..., dataset_kwargs=...)``
 pickled with EDM's ``persistence`` (the classes' source code inside); it is read with
-:mod:`bayesgen.convert.safe_pickle`, which executes nothing. ``IFsPreCond`` holds the
+:mod:`bayesgen.conversion.safe_pickle`, which executes nothing. ``IFsPreCond`` holds the
 network (``model``: EDM's ``SongUNet``, DDPM++) and the data statistics that bayesgen keeps as
 buffers of the method's ``schedule``:
 
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bayesgen.convert import ConversionError
-from bayesgen.convert.safe_pickle import Record, load, module_state
+from bayesgen.conversion import ConversionError
+from bayesgen.conversion.safe_pickle import Record, load, module_state
 
 OVERRIDES = ("net.time_embedding=edm",)
 

@@ -11,11 +11,11 @@ Formats (each a module with ``read(path) -> state dict``, ``to_bayesgen(state, n
 state dict of net`` and ``guess_experiment(state) -> str``):
 
 - ``bfn-official``: nnaisense/bayesian-flow-networks ``*_ema.pt`` (``torch.load`` with
-  ``weights_only=True``), :mod:`bayesgen.convert.bfn_official`.
+  ``weights_only=True``), :mod:`bayesgen.conversion.bfn_official`.
 - ``bsi-lightning``: martenlienen/bsi ``.ckpt`` files (``weights_only=True``; their
-  hyperparameters read as inert data), :mod:`bayesgen.convert.bsi_lightning`.
+  hyperparameters read as inert data), :mod:`bayesgen.conversion.bsi_lightning`.
 - ``if-edm``: Inflationary Flows' EDM-style ``network-snapshot-*.pkl``, read by a restricted
-  unpickler that executes nothing, :mod:`bayesgen.convert.if_edm` (which also supplies the
+  unpickler that executes nothing, :mod:`bayesgen.conversion.if_edm` (which also supplies the
   method's PCA statistics, ``method_state``, and the overrides its network needs,
   ``OVERRIDES``).
 
@@ -32,9 +32,9 @@ from types import SimpleNamespace
 from omegaconf import open_dict
 from torch import Tensor, nn
 
-FORMATS = {"bfn-official": "bayesgen.convert.bfn_official",
-           "bsi-lightning": "bayesgen.convert.bsi_lightning",
-           "if-edm": "bayesgen.convert.if_edm"}
+FORMATS = {"bfn-official": "bayesgen.conversion.bfn_official",
+           "bsi-lightning": "bayesgen.conversion.bsi_lightning",
+           "if-edm": "bayesgen.conversion.if_edm"}
 
 
 class ConversionError(ValueError):
