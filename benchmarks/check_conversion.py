@@ -149,55 +149,68 @@ def check_bsi(ref: Path, tmp: Path, batch: int) -> None:
     # numpy >= 2 returns an array from generate_state(1); the repository expects a scalar
     bsi_task.torch_generator_seed = lambda seq: int(seq.spawn(1)[0].generate_state(1)[0])
     conf = ref / "config"
-    start = time.time()
-    model = OmegaConf.merge(
-        OmegaConf.load(conf / "task" / "model" / "bsi" / "unet.yaml"),
-        {"pos_emb": OmegaConf.load(conf / "task" / "model" / "pos_emb" / "nyquist.yaml"),
-         "fourier_features": OmegaConf.load(
-             conf / "task" / "model" / "fourier_features" / "fourier.yaml")},
-        OmegaConf.load(conf / "experiment" / "cifar10-vdm.yaml").task.model)
-    model.pop("defaults", None)
-    bsi_cfg = OmegaConf.load(conf / "task" / "bsi" / "config.yaml")
-    ema_cfg = OmegaConf.load(conf / "task" / "ema" / "ema.yaml")
+    cases = [("cifar10-vdm", "bsi/unet", (3, 32, 32), "cifar10-vdm"),
+             ("imagenet32", "bsi/dit", (3, 32, 32), "imagenet32-dit"),
+             ("imagenet64", "bsi/dit", (3, 64, 64), "imagenet64-dit")]
+    for name, model_file, shape, experiment in cases:
+        start = time.time()
+        model = OmegaConf.merge(
+            OmegaConf.load(conf / "task" / "model" / f"{model_file}.yaml"),
+            {"fourier_features": OmegaConf.load(
+                conf / "task" / "model" / "fourier_features" / "fourier.yaml")},
+            {"pos_emb": OmegaConf.load(conf / "task" / "model" / "pos_emb" / "nyquist.yaml")}
+            if model_file == "bsi/unet" else {},
+            OmegaConf.load(conf / "experiment" / f"{name}.yaml").task.model)
+        model.pop("defaults", None)
+        task = _bsi_task(bsi_task, conf, model, shape, np)
+        ema = task.ema_model.ema_model.eval()
+        with torch.no_grad():  # the online weights are not converted: zero them
+            for p in task.model.parameters():
+                p.zero_()
+        randomize(ema, seed=0)
+        config = OmegaConf.create({"task": {"name": "bsi", "model": model},
+                                   "data": {"name": name.split("-")[0]}})
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, callbacks=[ConfigInCheckpoint(config)],
+                             accelerator="cpu")
+        trainer.strategy.connect(task)
+        path = tmp / f"bsi-{name}.ckpt"
+        trainer.save_checkpoint(path)
+        del trainer, task
+        run = bayesgen.load(convert(path, tmp / f"bsi-{name}", "bsi-lightning", experiment))
+        path.unlink()
+        g = torch.Generator().manual_seed(1)
+        mu = 0.5 * torch.randn(batch, *shape, generator=g)
+        t = torch.rand(batch, generator=g)
+        ours = network_of(run.method)[1]
+        with torch.no_grad():
+            diff = rel(ours(mu, t), ema(mu, t))
+            # BSI's Fourier features sin(2π·2⁸·μ + π/2) (the cosine as a shifted sine) round
+            # their argument (~1600·|μ|) in float32, ~1e-4 at |μ| ≈ 1: small inputs isolate
+            # the mapping
+            small = rel(ours(mu / 100, t), ema(mu / 100, t))
+        report("martenlienen/bsi", f"{name} (task bsi; {model.get('name', model_file)})",
+               experiment, sum(p.numel() for p in ema.parameters()), diff, start,
+               f"at |mu| / 100: {small:.2g}")
+        del run, ema, ours
+
+
+def _bsi_task(bsi_task, conf: Path, model, shape: tuple[int, ...], np):
+    from omegaconf import OmegaConf
 
     class Data:
         def data_shape(self):
-            return (3, 32, 32)
+            return shape
 
         def short_name(self):
-            return "cifar10"
+            return "none"  # no FID statistics: the task builds no FID metric
 
-    task = bsi_task.BSITraining(Data(), bsi=bsi_cfg, model=model, ema=ema_cfg, compile=False,
-                                compile_mode=None, n_elbo_recon_samples=1,
-                                n_elbo_measure_samples=1,
-                                optimizer=OmegaConf.create({"_target_": "torch.optim.AdamW"}),
-                                seed_sequence=np.random.SeedSequence(0))
-    ema = task.ema_model.ema_model.eval()
-    randomize(ema, seed=0)
-    config = OmegaConf.create({"task": {"name": "bsi", "model": model},
-                               "data": {"name": "cifar10"}})
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         callbacks=[ConfigInCheckpoint(config)], accelerator="cpu")
-    trainer.strategy.connect(task)
-    path = tmp / "bsi-cifar10-vdm.ckpt"
-    trainer.save_checkpoint(path)
-    run = bayesgen.load(convert(path, tmp / "bsi-cifar10", "bsi-lightning", "cifar10-vdm"))
-    g = torch.Generator().manual_seed(1)
-    mu, t = 0.5 * torch.randn(batch, 3, 32, 32, generator=g), torch.rand(batch, generator=g)
-    ours = network_of(run.method)[1]
-    with torch.no_grad():
-        diff = rel(ours(mu, t), ema(mu, t))
-        # BSI's Fourier features sin(2π·2⁸·μ + π/2) (the cosine as a shifted sine) round their
-        # argument (~1600·|μ|) in float32, ~1e-4 at |μ| ≈ 1: small inputs isolate the mapping
-        small = rel(ours(mu / 100, t), ema(mu / 100, t))
-        note = f"at |mu| / 100: {small:.2g}"
-    report("martenlienen/bsi", "cifar10-vdm (task bsi)", "cifar10-vdm",
-           sum(p.numel() for p in ema.parameters()), diff, start, note)
-    for data, patch in (("imagenet32", 2), ("imagenet64", 4)):
-        report("martenlienen/bsi", f"{data} (DiT-L/{patch}, tasks bsi/bfn/vdm)",
-               f"{data}-dit", 0, None, time.time(),
-               "not converted: bayesgen's DiT embeds time and patch positions differently "
-               "(sinusoidal, not BSI's Nyquist embeddings) and uses LayerNorm eps 1e-6, not 1e-5")
+    return bsi_task.BSITraining(
+        Data(), bsi=OmegaConf.load(conf / "task" / "bsi" / "config.yaml"), model=model,
+        ema=OmegaConf.load(conf / "task" / "ema" / "ema.yaml"), compile=False,
+        compile_mode=None, n_elbo_recon_samples=1, n_elbo_measure_samples=1,
+        optimizer=OmegaConf.create({"_target_": "torch.optim.AdamW"}),
+        seed_sequence=np.random.SeedSequence(0))
 
 
 # ---- dannyfa/Inflationary_Flows -----------------------------------------------------------------

@@ -272,3 +272,21 @@ def test_bfn_official_loss_equals_reference_loss(name, tmp_path, monkeypatch):
     with torch.no_grad():
         loss = small.continuous_loss(x, io["t"].to(dtype)).mean() / small.data_dim
     assert abs(loss.item() - ref.item()) <= tol * abs(ref.item())
+
+
+def test_bsi_lightning_dit_reproduces_reference(tmp_path):
+    from bayesgen.conversion.bsi_lightning import read
+
+    src = tmp_path / "dit.ckpt"
+    with gzip.open(DATA / "bsi_dit_tiny.ckpt.gz") as f, open(src, "wb") as dst:
+        shutil.copyfileobj(f, dst)
+    state = read(src)
+    overrides = ["+net.input_size=4", "net.hidden_size=32", "net.depth=2", "net.num_heads=4",
+                 "net.fourier_exponents=[6,7]"]
+    _, _, method = load_converted(state, "bsi-lightning", "imagenet32-dit", overrides)
+    io = torch.load(DATA / "bsi_dit_tiny_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = network_of(method)[1](io["x"], io["t"])
+    assert relative_error(out, io["out"]) < 1e-5
+    with pytest.raises(ConversionError, match="experiment=imagenet32-dit"):  # not the U-Net
+        load_converted(state, "bsi-lightning", *BSI_TINY)

@@ -16,8 +16,8 @@ state dict of net`` and ``guess_experiment(state) -> str``):
   hyperparameters read as inert data), :mod:`bayesgen.conversion.bsi_lightning`.
 - ``if-edm``: Inflationary Flows' EDM-style ``network-snapshot-*.pkl``, read by a restricted
   unpickler that executes nothing, :mod:`bayesgen.conversion.if_edm` (which also supplies the
-  method's PCA statistics, ``method_state``, and the overrides its network needs,
-  ``OVERRIDES``).
+  method's PCA statistics, ``method_state``). A format's ``overrides(state, net_target)`` names the
+  network options its files need (EDM's time embedding, BSI's DiT embeddings).
 
 Nothing here imports :mod:`bayesgen.cli`.
 """
@@ -61,13 +61,17 @@ def check_fits(mapped: Mapping[str, Tensor], expected: Mapping[str, Tensor], sou
                                   f"network expects {tuple(expected[key].shape)}{hint}")
 
 
-def build(experiment: str, overrides: Sequence[str] = ()):
-    """(config, data info, method) of ``experiment=`` with Hydra ``overrides``."""
+def build(experiment: str, overrides: Sequence[str] = (), needed=None):
+    """(config, data info, method) of ``experiment=`` with Hydra ``overrides``, and the
+    overrides ``needed(cfg)`` names for that configuration (a format's network options)."""
     from bayesgen.run import data_info_from_config
     from bayesgen.training.build import build_method
     from bayesgen.training.validate import compose_checked
 
     cfg = compose_checked([f"experiment={experiment}", *overrides])
+    extra = needed(cfg) if needed else []
+    if extra:
+        cfg = compose_checked([f"experiment={experiment}", *extra, *overrides])
     info = data_info_from_config(cfg)
     if cfg.method.get("data") == "auto":  # statistics fitted to data come from the checkpoint
         with open_dict(cfg):
@@ -87,7 +91,9 @@ def load_converted(state: Mapping[str, Tensor], fmt: str, experiment: str,
                    overrides: Sequence[str] = (), source: str = "the checkpoint"):
     """(config, info, method) of ``experiment`` carrying the reference weights ``state``."""
     module = format_module(fmt)
-    cfg, info, method = build(experiment, [*getattr(module, "OVERRIDES", ()), *overrides])
+    needed = getattr(module, "overrides", None)
+    cfg, info, method = build(experiment, overrides,
+                              needed and (lambda cfg: needed(state, cfg.net._target_)))
     prefix, net = network_of(method)
     guess = module.guess_experiment(state)
     hint = (f"; this file looks like experiment={guess}" if guess and guess != experiment

@@ -1,4 +1,4 @@
-"""martenlienen/bsi Lightning checkpoints → bayesgen's BSI / BFN / VDM with ``VDMUNet``.
+"""martenlienen/bsi Lightning checkpoints → bayesgen's BSI / BFN / VDM (``VDMUNet``, ``DiT``).
 
 A ``.ckpt`` of the BSI repository's ``train.py`` holds the task's ``state_dict`` (the online
 network under ``model.``, the EMA copy under ``ema_model.ema_model.``, which is what this
@@ -24,9 +24,17 @@ Network (``bsi/models/vdm_unet.py`` ``DenoisingVDMUNet`` → ``VDMUNet``), named
   (q, k, v)-major attention rows are bayesgen's already.
 - ``downsampling_attention`` blocks have no bayesgen counterpart and are refused.
 
-BSI's DiT (ImageNet) is not converted: bayesgen's ``DiT`` embeds time and patch positions
-differently (sinusoidal instead of BSI's Nyquist embeddings) and uses LayerNorm eps 1e-6
-instead of 1e-5, so its function differs for any weights.
+Network (``bsi/models/dit.py`` ``DenoisingDiT`` → ``DiT``), named steps:
+
+- ``overrides``: ``net.embeddings=bsi``. bayesgen's DiT by default embeds time and patch
+  positions sinusoidally and uses LayerNorm eps 1e-6; BSI's uses Nyquist embeddings (time at
+  rate 1000, positions at the image size) and eps 1e-5, which ``DiT(embeddings="bsi")``
+  computes.
+- ``patch_fourier_columns``: the patch embedding's columns are (pixel of the patch, channel);
+  each pixel's Fourier channels are reordered as for the U-Net.
+- names: ``to_qkv``/``to_out`` → ``qkv``/``proj``, ``mlp.0/2`` → ``mlp.1/3`` (bayesgen's MLP
+  starts with its dropout), ``adaLN_modulation`` → ``modulation``, ``patch_decoder`` →
+  ``head``. The six modulation chunks (shift, scale, gate twice) are in the same order.
 """
 
 from __future__ import annotations
@@ -116,20 +124,53 @@ RULES = [
 ]
 
 
+DIT_RULES = [
+    (r"dit\.patch_encoder\.", "patch_embed."),
+    (r"dit\.blocks\.(\d+)\.attn\.to_qkv\.", r"blocks.\1.attn.qkv."),
+    (r"dit\.blocks\.(\d+)\.attn\.to_out\.", r"blocks.\1.attn.proj."),
+    (r"dit\.blocks\.(\d+)\.mlp\.0\.", r"blocks.\1.mlp.1."),
+    (r"dit\.blocks\.(\d+)\.mlp\.2\.", r"blocks.\1.mlp.3."),
+    (r"dit\.blocks\.(\d+)\.adaLN_modulation\.(0|2)\.", r"blocks.\1.modulation.\2."),
+    (r"dit\.patch_decoder\.(0|1)\.", r"head.\1."),
+]
+
+
+def overrides(state: Mapping[str, Tensor], net_target: str) -> list[str]:
+    """BSI's DiT needs bayesgen's DiT with BSI's embeddings."""
+    dit = any(k.startswith("dit.") for k in state) and net_target.endswith(".DiT")
+    return ["net.embeddings=bsi"] if dit else []
+
+
+def patch_fourier_columns(w: Tensor, net: nn.Module) -> Tensor:
+    """Patch-embedding columns (pixel of the patch, channel): each pixel's Fourier channels
+    reordered as in ``fourier_channels_frequency_major``."""
+    pixels = net.patch_size**2
+    cols = w.shape[1] // pixels
+    if cols * pixels != w.shape[1]:
+        return w  # a wrong shape: check_fits names it
+    per_pixel = w.reshape(w.shape[0] * pixels, cols)
+    return fourier_channels_frequency_major(per_pixel, net).reshape(w.shape)
+
+
+FIRST = {"VDMUNet": ("encode.weight", "encode.weight", fourier_channels_frequency_major),
+         "DiT": ("dit.patch_encoder.weight", "patch_embed.weight", patch_fourier_columns)}
+
+
 def to_bayesgen(state: Mapping[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
     name = type(net).__name__
-    if name != "VDMUNet":
-        raise ConversionError(f"format bsi-lightning converts the VDM U-Net onto VDMUNet "
-                              f"(net=vdm_unet), not {name}"
-                              + ("; BSI's DiT differs from bayesgen's DiT (time and position "
-                                 "embeddings, LayerNorm eps)" if name == "DiT" else ""))
-    rules = [(re.compile(a), b) for a, b in RULES]
+    if name not in FIRST:
+        raise ConversionError(f"format bsi-lightning converts onto VDMUNet (net=vdm_unet) or "
+                              f"DiT (net=dit), not {name}")
+    if name == "DiT" and type(net.time_emb).__name__ != "NyquistEmbedding":
+        raise ConversionError("BSI's DiT needs net.embeddings=bsi")
+    first, first_ours, fix_first = FIRST[name]
+    rules = [(re.compile(a), b) for a, b in (DIT_RULES if name == "DiT" else RULES)]
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         if "res_attention" in key:
             raise ConversionError(f"{key}: downsampling_attention has no bayesgen counterpart")
-        if key == "encode.weight":
-            out["encode.weight"] = fourier_channels_frequency_major(value, net)
+        if key == first:
+            out[first_ours] = fix_first(value, net)
             continue
         for pattern, repl in rules:
             if pattern.match(key):
@@ -147,7 +188,6 @@ def guess_experiment(state: Mapping[str, Tensor]) -> str | None:
     data = (cfg.get("data") or {}).get("name")
     if model == "unet" and data == "cifar10":
         return {"bsi": "cifar10-vdm", "vdm": "cifar10-vdm-baseline"}.get(task)
-    if model and model.startswith("dit") and data:
-        return (f"{data}-dit" + ("" if task == "bsi" else f"-{task}")
-                + " (not convertible: bayesgen's DiT differs from BSI's)")
+    if model and model.lower().startswith("dit") and data and task:
+        return f"{data}-dit" + ("" if task == "bsi" else f"-{task}")
     return None

@@ -20,7 +20,7 @@ The network's differences (each a named step below):
 - ``resample_filter``: the DDPM++ [1, 1] filter buffers are dropped (bayesgen's 2×2 average /
   nearest resampling is that filter; any other filter is refused).
 - time embedding: EDM's ``PositionalEmbedding(endpoint=True)`` with the sin/cos swap, which
-  bayesgen's ``SongUNet(time_embedding="edm")`` computes (:data:`OVERRIDES` sets it).
+  bayesgen's ``SongUNet(time_embedding="edm")`` computes (``overrides`` sets it).
 - the preconditioning (c_in, c_out, c_skip, c_noise = 999·t, space IS/ES) is bayesgen's
   ``preconditioning="ifs"``; ``rho``, ``gamma0`` and ``space`` are checked against the
   experiment.
@@ -40,7 +40,10 @@ from torch import Tensor, nn
 from bayesgen.conversion import ConversionError
 from bayesgen.conversion.safe_pickle import Record, load, module_state
 
-OVERRIDES = ("net.time_embedding=edm",)
+
+def overrides(state: Mapping[str, Tensor], net_target: str) -> list[str]:
+    """EDM's time embedding (bayesgen's SongUNet default is DDPM's)."""
+    return ["net.time_embedding=edm"] if net_target.endswith(".SongUNet") else []
 
 
 class Snapshot(dict):
