@@ -7,7 +7,8 @@ self-contained file in ``bayesgen.methods`` that wraps any network ``model(x, t)
 
 Trained runs: ``run = bayesgen.load("runs/…")`` (a run directory, a checkpoint or a
 ``save_pretrained`` folder), ``run.sample(16)``, ``run.elbo(x)``, ``run.save_pretrained(dir)``,
-``bayesgen.from_pretrained(dir)`` (see ``bayesgen.run``).
+``bayesgen.from_pretrained(dir)`` (see ``bayesgen.run``). The authors' checkpoints:
+``bayesgen.convert(file, out, format=…, experiment=…)`` (see ``bayesgen.conversion``).
 
 Every name is imported on first use (PEP 562), so that ``import bayesgen.cli`` and
 ``bayesgen --help`` answer without importing torch.
@@ -19,20 +20,22 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the names, for type checkers and editors
+    from bayesgen.conversion import ConversionError, convert
     from bayesgen.methods.bfn import BFN
     from bayesgen.methods.bsi import BSI, Discretization
     from bayesgen.methods.inflationary import InflationaryFlow
     from bayesgen.methods.vdm import VDM
     from bayesgen.run import Run, from_pretrained, load, save_pretrained
 
-__all__ = ["BFN", "BSI", "VDM", "Discretization", "InflationaryFlow", "Run", "from_pretrained",
-           "load", "save_pretrained"]
+__all__ = ["BFN", "BSI", "VDM", "ConversionError", "Discretization", "InflationaryFlow", "Run",
+           "convert", "from_pretrained", "load", "save_pretrained"]
 __version__ = "0.1.0"
 
 _HOME = {"BFN": "bayesgen.methods.bfn", "BSI": "bayesgen.methods.bsi",
          "Discretization": "bayesgen.methods.bsi", "VDM": "bayesgen.methods.vdm",
          "InflationaryFlow": "bayesgen.methods.inflationary",
-         **dict.fromkeys(("Run", "from_pretrained", "load", "save_pretrained"), "bayesgen.run")}
+         **dict.fromkeys(("Run", "from_pretrained", "load", "save_pretrained"), "bayesgen.run"),
+         **dict.fromkeys(("convert", "ConversionError"), "bayesgen.conversion")}
 
 
 def __getattr__(name: str):

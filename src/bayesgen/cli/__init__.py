@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bayesgen.cli import compare, data, evaluate, fid, inflationary, sample, train
+from bayesgen.cli import compare, convert, data, evaluate, fid, inflationary, sample, train
 from bayesgen.cli.options import Command, UsageError, help_text, parse, suggest
 from bayesgen.training.launch import one_line
 
@@ -32,7 +32,7 @@ def _completion_command() -> Command:
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     *train.COMMANDS, *evaluate.COMMANDS, *sample.COMMANDS, *compare.COMMANDS, *data.COMMANDS,
-    *fid.COMMANDS, *inflationary.COMMANDS, _completion_command())}
+    *fid.COMMANDS, *inflationary.COMMANDS, *convert.COMMANDS, _completion_command())}
 
 
 def usage() -> str:

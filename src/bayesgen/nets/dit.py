@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bayesgen.nets.embeddings import FourierFeatures, LabelEmbedding, SinusoidalEmbedding
+from bayesgen.nets.embeddings import (
+    FourierFeatures,
+    LabelEmbedding,
+    NyquistEmbedding,
+    SinusoidalEmbedding,
+)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -43,9 +48,10 @@ class DiTBlock(nn.Module):
     block starts as the identity.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 eps: float = 1e-6):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
         self.attn = SelfAttention(dim, num_heads, dropout)
         hidden = int(mlp_ratio * dim)
         self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden),
@@ -56,6 +62,16 @@ class DiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, None].chunk(6, -1)
         x = x + gate1 * self.attn(modulate(self.norm(x), shift1, scale1))
         return x + gate2 * self.mlp(modulate(self.norm(x), shift2, scale2))
+
+
+def nyquist_2d(dim: int, grid_h: int, grid_w: int, rate: float) -> Tensor:
+    """BSI's fixed 2-D patch positions (N, dim): ``NyquistEmbedding(dim // 2, rate)`` (BSI:
+    rate = the image size in pixels) of the row and of the column position, each on [0, 1]
+    (``linspace`` over the patches), concatenated."""
+    emb = NyquistEmbedding(dim // 2, rate)
+    rows = emb(torch.linspace(0, 1, grid_h)).repeat_interleave(grid_w, dim=0)
+    cols = emb(torch.linspace(0, 1, grid_w)).repeat(grid_h, 1)
+    return torch.cat([rows, cols], dim=1)
 
 
 def sincos_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
@@ -74,6 +90,10 @@ class DiT(nn.Module):
     modulation (no shared time MLP), dropout on attention weights and before the MLP, and a
     plain LayerNorm + Linear head (zero-initialised). DiT-L/2 (the defaults) on 3×32×32 has
     478.6M parameters. Optional VDM Fourier features of the input (BSI's configs use 6, 7, 8).
+    ``embeddings="bsi"`` computes BSI's own function (what ``bayesgen convert
+    format=bsi-lightning`` needs): Nyquist time embedding (rate ``time_scale``, BSI: 1000) and
+    patch positions (``nyquist_2d``), block LayerNorm eps 1e-5; ``"sinusoidal"`` (the default)
+    keeps the sinusoidal embeddings and eps 1e-6 of earlier bayesgen runs.
     """
 
     def __init__(
@@ -90,8 +110,11 @@ class DiT(nn.Module):
         num_classes: int = 0,
         fourier_exponents: Sequence[int] = (),
         time_scale: float = 1000.0,
+        embeddings: str = "sinusoidal",
     ):
         super().__init__()
+        if embeddings not in ("sinusoidal", "bsi"):
+            raise ValueError(f"embeddings must be sinusoidal or bsi, not {embeddings!r}")
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         self.input_size, self.patch_size = input_size, patch_size
@@ -100,11 +123,16 @@ class DiT(nn.Module):
         grid = input_size // patch_size
         patch_in = in_channels * (1 + self.fourier.multiplier) * patch_size**2
         self.patch_embed = nn.Linear(patch_in, hidden_size)
-        self.register_buffer("pos_embed", sincos_2d(hidden_size, grid, grid), persistent=False)
-        self.time_emb = SinusoidalEmbedding(hidden_size, time_scale)
+        bsi = embeddings == "bsi"
+        positions = (nyquist_2d(hidden_size, grid, grid, input_size) if bsi else
+                     sincos_2d(hidden_size, grid, grid))
+        self.register_buffer("pos_embed", positions, persistent=False)
+        self.time_emb = (NyquistEmbedding(hidden_size, time_scale) if bsi else
+                         SinusoidalEmbedding(hidden_size, time_scale))
         self.label_emb = LabelEmbedding(num_classes, hidden_size)
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio, dropout) for _ in range(depth))
+            DiTBlock(hidden_size, num_heads, mlp_ratio, dropout, eps=1e-5 if bsi else 1e-6)
+            for _ in range(depth))
         self.head = nn.Sequential(nn.LayerNorm(hidden_size),
                                   nn.Linear(hidden_size, self.out_channels * patch_size**2))
         self._init()

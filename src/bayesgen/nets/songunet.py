@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayesgen.nets.bfn_unet import vdm_time_embedding
 from bayesgen.nets.embeddings import LabelEmbedding, SinusoidalEmbedding
 from bayesgen.nets.unet import AttentionBlock
 
@@ -62,6 +63,18 @@ class SongBlock(nn.Module):
         return self.attn(x) * SKIP_SCALE if self.attn is not None else x
 
 
+class EDMPositionalEmbedding(nn.Module):
+    """EDM's DDPM++ time embedding (``PositionalEmbedding(endpoint=True)`` followed by
+    SongUNet's sin/cos swap): [sin(s·t·ω_i), cos(s·t·ω_i)], ω_i = 10⁴^(−i/(half − 1))."""
+
+    def __init__(self, dim: int, scale: float = 1.0):
+        super().__init__()
+        self.dim, self.scale = dim, scale
+
+    def forward(self, t: Tensor) -> Tensor:
+        return vdm_time_embedding(t, self.dim, offset=0.0, scale=self.scale)
+
+
 class SongUNet(nn.Module):
     """DDPM++ (Song et al. 2021) as reimplemented by EDM (Karras et al. 2022).
 
@@ -73,6 +86,9 @@ class SongUNet(nn.Module):
     (``time_scale=1``): EDM and Inflationary Flows pass c_noise = 999·t. ``augment_dim`` > 0
     adds EDM's augmentation-label input: ``augment_labels`` (B, augment_dim) from the
     augmentation pipeline enter the embedding through a bias-free Linear (none at sampling).
+    ``time_embedding="edm"`` embeds time exactly as EDM's SongUNet (frequencies
+    10⁴^(−i/(half − 1)), sin before cos; what ``bayesgen convert format=if-edm`` needs);
+    ``"ddpm"`` (the default) is the DDPM embedding ([cos, sin], 10⁴^(−i/half)).
     """
 
     def __init__(
@@ -88,10 +104,14 @@ class SongUNet(nn.Module):
         num_classes: int = 0,
         time_scale: float = 1.0,
         augment_dim: int = 0,
+        time_embedding: str = "ddpm",
     ):
         super().__init__()
+        if time_embedding not in ("ddpm", "edm"):
+            raise ValueError(f"time_embedding must be ddpm or edm, not {time_embedding!r}")
         emb_dim = 4 * model_channels
-        self.time_emb = SinusoidalEmbedding(model_channels, time_scale)
+        self.time_emb = (SinusoidalEmbedding(model_channels, time_scale) if time_embedding == "ddpm"
+                         else EDMPositionalEmbedding(model_channels, time_scale))
         self.label_emb = LabelEmbedding(num_classes, model_channels)
         self.augment_emb = (nn.Linear(augment_dim, model_channels, bias=False)
                             if augment_dim else None)

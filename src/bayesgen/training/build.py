@@ -225,9 +225,40 @@ def latest_checkpoint(run_dir: str | Path, say=print) -> Path | None:
     return None if found is None else found[0]
 
 
+def load_pretrained_task(folder: Path):
+    """(config, task, folder) of a ``save_pretrained`` folder: the task is built from the
+    configuration it saved and carries its weights."""
+    from bayesgen.run import from_pretrained
+
+    run = from_pretrained(folder)
+    cfg = run.config
+    with open_dict(cfg):
+        cfg.data.num_workers = 0
+    task = build_task(cfg, build_datamodule(cfg))
+    task.method.load_state_dict(run.method.state_dict())
+    task.eval()
+    return cfg, task, folder
+
+
+def load_weights(task: GenerativeTask, source: str | Path) -> None:
+    """Start ``task`` from the weights of a run, checkpoint or ``save_pretrained`` folder
+    (``init_from=``: fine-tuning; the optimizer and step start afresh)."""
+    from bayesgen.run import load
+
+    state = load(source).method.state_dict()
+    try:
+        task.method.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"init_from={source} does not fit this run's network "
+                          f"({str(e).splitlines()[0]}); use its experiment") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     """(config, task with the EMA weights, checkpoint path) of a training checkpoint, loaded
-    safely (`read_checkpoint`: tensors and plain values only; `_target_`s checked)."""
+    safely (`read_checkpoint`: tensors and plain values only; `_target_`s checked). A
+    ``save_pretrained`` folder (``config.json``, e.g. from ``bayesgen convert``) works too."""
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        return load_pretrained_task(Path(path))
     path = find_checkpoint(path)
     ckpt = read_checkpoint(path, map_location=map_location)
     cfg = checkpoint_config(ckpt, path)

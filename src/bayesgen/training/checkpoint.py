@@ -350,8 +350,10 @@ def _step_in_name(path: Path) -> int:
 
 def run_dir_of(checkpoint: str | os.PathLike) -> Path:
     """The run directory a checkpoint belongs to: ``RUN/checkpoints/x.ckpt`` or
-    ``RUN/hpc_ckpt_<n>.ckpt``."""
+    ``RUN/hpc_ckpt_<n>.ckpt``; a directory (a ``save_pretrained`` folder) is its own."""
     path = Path(checkpoint)
+    if path.is_dir():
+        return path
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 

@@ -131,6 +131,11 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None,
 
     dm = build_datamodule(cfg)
     task = build_task(cfg, dm)
+    if cfg.get("init_from") and resume is None:  # fine-tuning: weights only, step 0
+        from bayesgen.training.build import load_weights
+
+        load_weights(task, cfg.init_from)
+        _say(f"starting from the weights of {cfg.init_from}")
     task.skip_nonfinite = int(cfg.trainer.get("skip_nonfinite", 0) or 0)
     last = run_dir / "checkpoints" / "last.ckpt"
     stop = GracefulStop(last, say=_say_now)
