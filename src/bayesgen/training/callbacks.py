@@ -180,6 +180,8 @@ class GracefulStop(Callback):
         usr1 = signal.getsignal(signal.SIGUSR1)
         if callable(usr1):  # Lightning's Slurm handler: save hpc_ckpt and requeue
             self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._defer)
+        # a warning that came during the start (held by `hold_requeue_signal`) arrives now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
