@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BAYESGEN, TINY, job_env
+from cluster_run import BAYESGEN, TINY, job_env
 
 pytestmark = pytest.mark.cluster
 LAUNCH = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1"]
