@@ -18,3 +18,11 @@ def _gpus(accelerator: str, devices) -> int | None:
 
 
 OmegaConf.register_new_resolver("bayesgen_gpus", _gpus, replace=True)
+
+
+def _world(devices, num_nodes) -> int:
+    """Processes in all: ``trainer.devices`` × ``trainer.num_nodes``."""
+    return int(devices) * int(num_nodes)
+
+
+OmegaConf.register_new_resolver("bayesgen_world", _world, replace=True)

@@ -179,6 +179,26 @@ class GenerativeTask(L.LightningModule):
         self._evaluate(batch, "test")
 
     # ---- optimisation -----------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp2``): shard the network
+        with FSDP2's ``fully_shard`` over the data-parallel mesh — each child block on its own,
+        then the rest — so that every rank keeps 1/world of the weights and of Adam's state."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        net = self.method.model
+        if getattr(net, "_bayesgen_sharded", False):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        for child in net.children():
+            if sum(p.numel() for p in child.parameters()) > 0:
+                fully_shard(child, mesh=mesh)
+        fully_shard(net, mesh=mesh)
+        net._bayesgen_sharded = True
+
     def configure_optimizers(self):
         decay, no_decay = weight_decay_groups(self.method, self.no_decay_on_norms_and_biases)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
