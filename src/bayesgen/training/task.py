@@ -38,6 +38,19 @@ def weight_decay_groups(module: nn.Module, only_layer_weights: bool) -> tuple[li
     return decay, no_decay
 
 
+def shard_blocks(net: nn.Module, shard, **kwargs) -> None:
+    """``shard`` (FSDP2's ``fully_shard``) each child of ``net`` that holds weights — each
+    element of a ``ModuleList``/``ModuleDict`` (a transformer's blocks), which is never called
+    itself — then ``net`` for the rest."""
+    for child in net.children():
+        parts = child.values() if isinstance(child, nn.ModuleDict) else (
+            child if isinstance(child, nn.ModuleList) else [child])
+        for part in parts:
+            if any(True for _ in part.parameters()):
+                shard(part, **kwargs)
+    shard(net, **kwargs)
+
+
 class GenerativeTask(L.LightningModule):
     """Trains ``method.train_loss``; validates and tests with ``method.elbo`` (bits/dim)."""
 
@@ -190,14 +203,9 @@ class GenerativeTask(L.LightningModule):
         from torch.distributed.fsdp import fully_shard
 
         net = self.method.model
-        if getattr(net, "_bayesgen_sharded", False):
-            return
-        mesh = self.device_mesh["data_parallel"]
-        for child in net.children():
-            if sum(p.numel() for p in child.parameters()) > 0:
-                fully_shard(child, mesh=mesh)
-        fully_shard(net, mesh=mesh)
-        net._bayesgen_sharded = True
+        if not getattr(net, "_bayesgen_sharded", False):
+            shard_blocks(net, fully_shard, mesh=self.device_mesh["data_parallel"])
+            net._bayesgen_sharded = True
 
     def configure_optimizers(self):
         decay, no_decay = weight_decay_groups(self.method, self.no_decay_on_norms_and_biases)
