@@ -7,8 +7,9 @@ export SLURM_CONF=$SLURM_HOME/slurm.conf
 [ -f "$SLURM_CONF" ] && scancel --full --quiet --state=RUNNING,PENDING --user=root 2>/dev/null
 for daemon in slurmd slurmctld; do
   pidfile=$SLURM_HOME/$daemon.pid
-  if [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  pid=$(cat "$pidfile" 2>/dev/null) || continue
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
 done
 if [ "${STOP_MUNGE:-1}" = 1 ] && [ -S /run/munge/munge.socket.2 ]; then
