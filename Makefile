@@ -10,7 +10,7 @@ else
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test test-faults test-fuzz test-lower bench lint clean docs
+.PHONY: demo test test-faults test-fuzz test-lower test-cluster bench lint clean docs
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -69,3 +69,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LOWER) build *.egg-info
+
+# On a real one-machine Slurm cluster (installs slurm-wlm and munge when missing; root):
+# preemption, requeue, two nodes, FSDP. About 7 minutes on 2 CPU cores (docs/clusters.md).
+test-cluster: $(STAMP)
+	$(VENV)/bin/pytest -q -m cluster tests/cluster

@@ -10,7 +10,9 @@
 #      i.e. `bayesgen train experiment=mnist-bfn` with the 24.8M U-Net (128 channels, 2 blocks
 #      per level; its short-budget recipe: no dropout, lr 1e-3) at batch 512, as a stand-in for
 #      the compare preset's mnist run, then the 784-step test NLL of 1000 test images.
-#   5. if time is left: DiT-L/2 bf16 again with the training loss under torch.compile.
+#   5. if time is left: DiT-L/2 bf16 again with the training loss under torch.compile,
+#   6. then DiT-L/2 bf16 under FSDP2 (fully_shard per block, as trainer=fsdp2) next to DDP on
+#      every GPU: peak memory per GPU and tokens/s (bench_fsdp.py, torchrun).
 #
 #   bash benchmarks/gpu_suite.sh             # on a GPU machine, from the repository root
 #   bash benchmarks/gpu_suite.sh --dry-run   # the same steps at tiny sizes on the CPU, eager
@@ -32,7 +34,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $arg (use --dry-run or --help)" >&2; exit 2 ;;
   esac
 done
@@ -130,6 +132,17 @@ if [ "$MODE" = gpu ]; then
   section training_compiled 120 "$PY" $B/bench_training.py --configs imagenet32-dit \
     --precisions bf16 --batch 128 --dit-depth 24 --steps 10 --compile \
     ${PEAK:+--peak-tflops $PEAK} --threads 0
+fi
+
+NPROC=1
+[ "$MODE" = gpu ] && NPROC=$(nvidia-smi -L | wc -l)
+[ "$MODE" = gpu ] || NPROC=2
+if [ "$MODE" = gpu ]; then
+  section fsdp 120 "$PY" -m torch.distributed.run --nproc-per-node="$NPROC" $B/bench_fsdp.py \
+    --batch 64 --steps 10
+else
+  section fsdp 240 "$PY" -m torch.distributed.run --nproc-per-node="$NPROC" $B/bench_fsdp.py \
+    --dry-run
 fi
 
 emit "{\"benchmark\": \"gpu_suite\", \"section\": \"end\", \"mode\": \"$MODE\", \"seconds\": $(($(date +%s) - START)), \"jsonl\": \"$JSONL\"}"

@@ -74,15 +74,16 @@ class DataModule(L.LightningDataModule):
 
     Training batches are shuffled and the last incomplete one is dropped; validation and test
     batches (`eval_batch_size`, default `batch_size`) keep their order and every item. In a
-    distributed run Lightning shards the training set (DistributedSampler); each rank evaluates
+    distributed run each rank trains on its own shard of every epoch's order (the sampler
+    below, with the rank); each rank evaluates
     its own share of the validation/test set with no example repeated (Lightning's
     DistributedSampler would pad with repeats), so the bits/dim averaged over ranks weighted by
     example counts (``sync_dist`` in the task) is the exact mean over the split.
 
-    In one process the training order is a `ResumableRandomSampler` seeded from
+    The training order is a `ResumableRandomSampler` seeded from
     ``torch.initial_seed()`` at construction (``seed_everything`` sets it); the module's
     ``state_dict`` (saved in checkpoints) records its seed, epoch and the batches trained in that
-    epoch, so a resumed run sees the rest of the epoch in the same order.
+    epoch, so a resumed run (on each rank) sees the rest of the epoch in the same order.
     """
 
     def __init__(
@@ -118,8 +119,11 @@ class DataModule(L.LightningDataModule):
         if not train and distributed:
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
-        if train and not distributed:  # under DDP Lightning shards with its DistributedSampler
-            sampler = self.train_sampler = ResumableRandomSampler(len(dataset), self.shuffle_seed)
+        if train:  # sharded by rank here (the trainer's use_distributed_sampler is off)
+            rank, world = ((self.trainer.global_rank, self.trainer.world_size) if distributed
+                           else (0, 1))
+            sampler = self.train_sampler = ResumableRandomSampler(len(dataset), self.shuffle_seed,
+                                                                  rank, world)
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches"] * self.batch_size)
                 self._resume = None

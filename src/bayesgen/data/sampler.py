@@ -4,6 +4,9 @@ PyTorch's ``RandomSampler`` draws each epoch's permutation from the global RNG w
 starts, so a resumed run cannot know which order the interrupted one was in, nor where. Here
 epoch ``e`` is ``randperm(n)`` under a generator seeded from ``(seed, e)``, and
 ``resume(epoch, skip)`` makes the next iteration start ``skip`` indices into that epoch.
+With several processes, rank ``r`` of ``w`` takes every ``w``-th index of that order from the
+``r``-th (a distinct shard, as DistributedSampler), so a distributed run resumes mid-epoch too:
+Lightning's DistributedSampler restarts an interrupted epoch from its beginning.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ class ResumableRandomSampler(Sampler[int]):
     order, as ``RandomSampler`` draws a new one. ``epoch_in_progress`` is the epoch of the
     iteration started last, which the training state records."""
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.seed = n, int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
         self.epoch_in_progress = 0
         self._skip = 0
         self._fresh = True  # the epoch was set and no iteration has used it yet
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._fresh = int(epoch), True
@@ -48,4 +52,5 @@ class ResumableRandomSampler(Sampler[int]):
         self._fresh = False
         skip, self._skip = self._skip, 0
         self.epoch_in_progress = self.epoch
-        return iter(self.permutation(self.epoch)[skip:].tolist())
+        order = self.permutation(self.epoch)[: len(self) * self.world_size]
+        return iter(order[self.rank::self.world_size][skip:].tolist())

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, get_method, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
@@ -131,7 +131,7 @@ def build_task(cfg: DictConfig, dm) -> GenerativeTask:
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> L.Trainer:
     """Lightning's Trainer from ``cfg.trainer``: ``devices``/``num_nodes`` > 1 train with DDP
     (``strategy: auto``); ``strategy`` may also be a name (``ddp``, ``fsdp``) or a ``_target_``
-    node (``trainer=ddp``, ``trainer=fsdp``)."""
+    node (``trainer=ddp``, ``trainer=fsdp``, ``trainer=fsdp2``)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.pop("skip_nonfinite", None)  # the task's, not Lightning's
     if isinstance(kwargs.get("strategy"), dict):
@@ -140,14 +140,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     cbs = [*checkpoint_callbacks(cfg, run_dir), ProgressBar(leave=True), *(callbacks or []),
            *monitor_callbacks(cfg, loggers, is_sharded(kwargs["strategy"]), run_dir)]
     if cfg.ema.enabled and is_sharded(kwargs["strategy"]):
+        # measured (torch 2.14, Lightning 2.6): WeightAveraging deep-copies the module, which
+        # FSDP refuses ("FSDP does not support deepcopy"), FSDP2's fully_shard too
         rank_zero_warn("ema.enabled=true is ignored under FSDP: Lightning's WeightAveraging "
-                       "cannot average sharded weights, so checkpoints and ema.safetensors hold "
-                       "the raw weights. Set ema.enabled=false to silence this warning.")
+                       "deep-copies the model, which sharded modules refuse, so checkpoints and "
+                       "ema.safetensors hold the raw weights. Set ema.enabled=false to silence "
+                       "this warning.")
     elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
         cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
                        cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
     return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers or False,
-                     plugins=[SafeCheckpointIO()], enable_model_summary=False)
+                     plugins=[SafeCheckpointIO()], enable_model_summary=False,
+                     use_distributed_sampler=False)  # the data module shards, resumably
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -199,7 +203,7 @@ def is_sharded(strategy) -> bool:
     """Whether a strategy (name or object) shards the weights across ranks (FSDP)."""
     if isinstance(strategy, str):
         return strategy in FSDPStrategy.get_registered_strategies()
-    return isinstance(strategy, FSDPStrategy)
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
 def find_checkpoint(path: str | Path, option: str = "ckpt") -> Path:

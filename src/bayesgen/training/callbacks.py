@@ -101,7 +101,16 @@ class ExactResume(Callback):
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state()}
+        """Every rank's generators: the checkpoint is written by rank 0 alone, and a rank that
+        resumed with rank 0's state would draw rank 0's times and noise."""
+        mine = rng_state()
+        state: dict[str, Any] = {"rng": mine}
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            every: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(every, mine)
+            state["rng_per_rank"] = every
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
@@ -110,7 +119,11 @@ class ExactResume(Callback):
                              batch_idx: int) -> None:
         if self._pending is None:
             return
-        set_rng_state(self._pending["rng"])
+        per_rank = self._pending.get("rng_per_rank") or []
+        same_world = len(per_rank) == trainer.world_size
+        set_rng_state(per_rank[trainer.global_rank] if same_world else self._pending["rng"])
+        if not same_world and trainer.world_size > 1:  # another world size: distinct draws
+            torch.manual_seed(int(self._pending["rng"]["torch"][:8].sum()) + trainer.global_rank)
         if "batches_that_stepped" in self._pending:  # Lightning's restart may have moved it
             trainer.fit_loop.epoch_loop._batches_that_stepped = \
                 self._pending["batches_that_stepped"]
@@ -180,6 +193,8 @@ class GracefulStop(Callback):
         usr1 = signal.getsignal(signal.SIGUSR1)
         if callable(usr1):  # Lightning's Slurm handler: save hpc_ckpt and requeue
             self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._defer)
+        # a warning that came during the start (held by `hold_requeue_signal`) arrives now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

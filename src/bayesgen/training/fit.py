@@ -158,6 +158,10 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None,
             _say(f"interrupted: {where}; resume with: bayesgen train from_ckpt={run_dir}")
             raise SystemExit(128 + (stop.requested or 2)) from None
         raise
+    except RuntimeError as e:  # torch.distributed's errors are RuntimeErrors
+        if trainer.world_size > 1 and (lost := rank_lost(e, trainer, run_dir)) is not None:
+            raise lost from None
+        raise
     except NonFiniteError as e:
         saved = getattr(trainer.checkpoint_callback, "_last_global_step_saved", 0)
         kept = (f"{last} keeps step {saved}, the last finite state" if saved else
@@ -172,6 +176,31 @@ def _train_in(cfg, run_dir: Path, resume: Path | None, callbacks: list | None,
     _write_outputs(cfg, task, dm, run_dir, trainer.global_step, round(train_time, 1),
                    trainer.strategy.root_device)
     return run_dir
+
+
+class RankLostError(ValueError):
+    """Another process of a distributed run died or stopped answering."""
+
+
+# what gloo and NCCL say when the process at the other end of a collective is gone or silent
+_PEER_LOST = ("closed by peer", "reset by peer", "broken pipe", "timed out", "timeout",
+              "connection refused", "nccl communicator was aborted")
+
+
+def rank_lost(e: BaseException, trainer, run_dir: Path) -> RankLostError | None:
+    """The one-line error for a collective that failed because another rank died (its socket
+    closed) or hung (the process group's timeout): which rank (the other one, with two), at
+    which step, and how to resume; None for any other error."""
+    text = str(e).strip()
+    if not any(p in text.lower() for p in _PEER_LOST):
+        return None
+    rank, world = trainer.global_rank, trainer.world_size
+    who = f"rank {1 - rank} of 2" if world == 2 else f"another rank of {world}"
+    reason = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+    reason = reason.split("] ", 1)[-1].split(". This is typically")[0]
+    return RankLostError(f"{who} died or stopped answering ({reason}): rank {rank} stops at "
+                         f"step {trainer.global_step}; the newest checkpoint is kept; resume "
+                         f"with: bayesgen train from_ckpt={run_dir}")
 
 
 def compile_warning(cfg, device) -> str | None:

@@ -23,6 +23,17 @@ def one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+def hold_requeue_signal() -> None:
+    """In a Slurm job, block SIGUSR1 (Slurm's warning before the time limit or a preemption,
+    Lightning's requeue signal) until training starts: its default action ends the process, so a
+    warning during the imports and data setup killed the job without a checkpoint or a requeue.
+    `GracefulStop` unblocks it once Lightning's handler is in place, which then receives it."""
+    import signal
+
+    if os.environ.get("SLURM_JOB_ID") and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
 def train_with_hydra(args: list[str]) -> int:
     """Every training run goes through Hydra's own entry point, so that Hydra's flags, output
     directories and ``.hydra/`` records behave as Hydra documents them. The configuration (each
@@ -81,6 +92,7 @@ def train_with_hydra(args: list[str]) -> int:
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import open_dict
 
+        hold_requeue_signal()
         sys.argv = argv  # Lightning's processes for devices > 1 re-run the original command
         if resume:  # the saved configuration with this job's overrides
             try:

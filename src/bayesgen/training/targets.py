@@ -11,13 +11,14 @@ from typing import Any
 def trusted_targets() -> frozenset[str]:
     """The ``_target_`` values a configuration read from a file may use: bayesgen's methods
     (and their named constructors), networks, data module, EDM's augmentation pipeline, and the
-    DDP/FSDP strategies."""
+    DDP/FSDP/FSDP2 strategies."""
     from bayesgen import methods, nets
 
     names = {"bayesgen.data.DataModule", "bayesgen.data.datamodule.DataModule",
              "bayesgen.training.augment.AugmentPipe",
              "lightning.pytorch.strategies.DDPStrategy",
              "lightning.pytorch.strategies.FSDPStrategy",
+             "lightning.pytorch.strategies.ModelParallelStrategy",
              "torch.distributed.fsdp.wrap.size_based_auto_wrap_policy"}
     for module, prefix in ((methods, "bayesgen.methods"), (nets, "bayesgen.nets")):
         for name in module.__all__:

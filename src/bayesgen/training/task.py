@@ -38,6 +38,19 @@ def weight_decay_groups(module: nn.Module, only_layer_weights: bool) -> tuple[li
     return decay, no_decay
 
 
+def shard_blocks(net: nn.Module, shard, **kwargs) -> None:
+    """``shard`` (FSDP2's ``fully_shard``) each child of ``net`` that holds weights — each
+    element of a ``ModuleList``/``ModuleDict`` (a transformer's blocks), which is never called
+    itself — then ``net`` for the rest."""
+    for child in net.children():
+        parts = child.values() if isinstance(child, nn.ModuleDict) else (
+            child if isinstance(child, nn.ModuleList) else [child])
+        for part in parts:
+            if any(True for _ in part.parameters()):
+                shard(part, **kwargs)
+    shard(net, **kwargs)
+
+
 class GenerativeTask(L.LightningModule):
     """Trains ``method.train_loss``; validates and tests with ``method.elbo`` (bits/dim)."""
 
@@ -179,6 +192,21 @@ class GenerativeTask(L.LightningModule):
         self._evaluate(batch, "test")
 
     # ---- optimisation -----------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp2``): shard the network
+        with FSDP2's ``fully_shard`` over the data-parallel mesh — each child block on its own,
+        then the rest — so that every rank keeps 1/world of the weights and of Adam's state."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        net = self.method.model
+        if not getattr(net, "_bayesgen_sharded", False):
+            shard_blocks(net, fully_shard, mesh=self.device_mesh["data_parallel"])
+            net._bayesgen_sharded = True
+
     def configure_optimizers(self):
         decay, no_decay = weight_decay_groups(self.method, self.no_decay_on_norms_and_biases)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
