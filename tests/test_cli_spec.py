@@ -322,8 +322,11 @@ def test_inline_readme_commands_name_real_commands_and_options(line):
     words = line.split()[1:]
     if not words or words[0] in ("…", "COMMAND"):
         return
-    if words[0] == "help":  # bayesgen help [COMMAND]: main's own
-        assert main(["help"]) == 0
+    if words[0] in ("help", "--help", "-h"):  # bayesgen help [COMMAND]: main's own
+        assert main([words[0]]) == 0
+        return
+    if "|" in words[0]:  # `bayesgen sample|evaluate`: each alternative is a command
+        assert all(w in COMMANDS for w in words[0].split("|")), line
         return
     command = COMMANDS.get(words[0])
     assert command is not None, f"README names `{line}`: no command {words[0]!r}"
@@ -336,7 +339,7 @@ def test_inline_readme_commands_name_real_commands_and_options(line):
     pairs = [w.split("=", 1) for w in words if "=" in w and not w.startswith("-")]
     names = {o.name for o in command.options}
     if command.passthrough:  # Hydra overrides beside the command's own options
-        concrete = [f"{k}={v}" for k, v in pairs if k not in names
+        concrete = [f"{k}={v}" for k, v in pairs if (k not in names or k == "experiment")
                     and not re.search(r"RUN|…|NAME", v) and k != "from_ckpt"]
         sweep = "-m" in words or "--multirun" in words
         compose_config([o.split(",")[0] if sweep else o for o in concrete])  # a sweep's first
