@@ -51,13 +51,20 @@ ALL_LEAVES = sorted({k for keys in LEAVES.values() for k in keys})
 
 
 def run_checks(overrides: list[str]) -> None:
-    """Compose and validate as ``bayesgen train`` does before it starts anything."""
-    with guard():
-        try:
-            cfg = compose_checked(overrides)
-            validate_config(cfg, overrides)
-        except ConfigError as e:
-            assert_one_line(e)
+    """Compose and validate as ``bayesgen train`` does before it starts anything. A failure
+    names the overrides at once (Hypothesis reports its example only when the test ends)."""
+    try:
+        with guard():
+            try:
+                cfg = compose_checked(overrides)
+                validate_config(cfg, overrides)
+            except ConfigError as e:
+                assert_one_line(e)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # re-raised with the input that caused it (SystemExit too)
+        print(f"\nFUZZ FAILURE {overrides!r}: {type(e).__name__}: {e}", flush=True)
+        raise AssertionError(f"{overrides!r}: {type(e).__name__}: {e}") from e
 
 
 def leaf_override(family: str) -> st.SearchStrategy[str]:
