@@ -146,6 +146,24 @@ def test_found_inputs_are_refused(overrides):
     assert_one_line(e.value)
 
 
+# found by the long profile: the whole command line, family's base included
+@pytest.mark.parametrize(("overrides", "needle"), [
+    # an experiment's data options (data.soft of binarized MNIST) meet another data set
+    (["experiment=mnist-bfn-minimal-binarised", "data=alt_s_curve"], "data.soft for another"),
+    (["experiment=if-toy-fast", "++data.0=0"], "data.0: not an option of data set circles"),
+    (["experiment=digits-bsi", "+data.foo=1"], "not an option of data set digits"),
+    (["experiment=digits-bsi", "data.name=foo"], "invalid data.name=foo: not a data set"),
+    # an override with no key: Hydra fails on an assert of its own
+    (["method=vdm", "+_partial_=runs", "+=E"], "has no key"),
+    (["method=vdm", "~=E"], "has no key"),
+    (["method=vdm", "+@x=E"], "has no key"),
+])
+def test_found_long_inputs_are_refused(overrides, needle):
+    with guard(), pytest.raises(ConfigError, match=needle) as e:
+        validate_config(compose_checked(overrides), overrides)
+    assert_one_line(e.value)
+
+
 @example(["optim.lr=1e-3"])
 @given(st.just(["seed=3"]))
 def test_valid_overrides_still_pass(overrides):
