@@ -51,13 +51,20 @@ ALL_LEAVES = sorted({k for keys in LEAVES.values() for k in keys})
 
 
 def run_checks(overrides: list[str]) -> None:
-    """Compose and validate as ``bayesgen train`` does before it starts anything."""
-    with guard():
-        try:
-            cfg = compose_checked(overrides)
-            validate_config(cfg, overrides)
-        except ConfigError as e:
-            assert_one_line(e)
+    """Compose and validate as ``bayesgen train`` does before it starts anything. A failure
+    names the overrides at once (Hypothesis reports its example only when the test ends)."""
+    try:
+        with guard():
+            try:
+                cfg = compose_checked(overrides)
+                validate_config(cfg, overrides)
+            except ConfigError as e:
+                assert_one_line(e)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # re-raised with the input that caused it (SystemExit too)
+        print(f"\nFUZZ FAILURE {overrides!r}: {type(e).__name__}: {e}", flush=True)
+        raise AssertionError(f"{overrides!r}: {type(e).__name__}: {e}") from e
 
 
 def leaf_override(family: str) -> st.SearchStrategy[str]:
@@ -136,6 +143,24 @@ def test_found_inputs_are_refused(overrides):
     with guard(), pytest.raises(ConfigError) as e:
         validate_config(compose_checked(["experiment=digits-bsi", *overrides]),
                         ["experiment=digits-bsi", *overrides])
+    assert_one_line(e.value)
+
+
+# found by the long profile: the whole command line, family's base included
+@pytest.mark.parametrize(("overrides", "needle"), [
+    # an experiment's data options (data.soft of binarized MNIST) meet another data set
+    (["experiment=mnist-bfn-minimal-binarised", "data=alt_s_curve"], "data.soft for another"),
+    (["experiment=if-toy-fast", "++data.0=0"], "data.0: not an option of data set circles"),
+    (["experiment=digits-bsi", "+data.foo=1"], "not an option of data set digits"),
+    (["experiment=digits-bsi", "data.name=foo"], "invalid data.name=foo: not a data set"),
+    # an override with no key: Hydra fails on an assert of its own
+    (["method=vdm", "+_partial_=runs", "+=E"], "has no key"),
+    (["method=vdm", "~=E"], "has no key"),
+    (["method=vdm", "+@x=E"], "has no key"),
+])
+def test_found_long_inputs_are_refused(overrides, needle):
+    with guard(), pytest.raises(ConfigError, match=needle) as e:
+        validate_config(compose_checked(overrides), overrides)
     assert_one_line(e.value)
 
 

@@ -183,6 +183,26 @@ def test_found_damaged_folders(kind, name, content):
         assert_one_line(e.value)
 
 
+@pytest.mark.parametrize("content", [
+    b"j1",        # found by the long profile (garbage swapped into last.ckpt): struct.error
+    b"h",         # BINGET with nothing to read
+    b"\x80\x02", # a pickle protocol header only
+])
+def test_found_damaged_checkpoints(content):
+    """A ``last.ckpt`` that is not a PyTorch archive fails in the unpickler's own ways; each is
+    one `CheckpointError`, whether the run directory or the file itself is loaded."""
+    with guard() as tmp:
+        folder = tmp / "model"
+        shutil.copytree(TEMPLATES / "run", folder)
+        ckpt = folder / "checkpoints" / "last.ckpt"
+        ckpt.write_bytes(content)
+        (folder / "ema.safetensors").unlink()  # so that the run directory reads the ckpt
+        for target in (folder, ckpt):
+            with pytest.raises(ERRORS) as e:
+                bayesgen.load(target)
+            assert_one_line(e.value)
+
+
 def test_damaged_records_do_not_stop_loading():
     """A damaged metrics.json or .hydra/overrides.yaml is a record, not the model: it loads."""
     with guard() as tmp:

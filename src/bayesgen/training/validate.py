@@ -217,6 +217,7 @@ def compose_checked(overrides: list[str]) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_names(overrides)
+    _check_override_keys(overrides)
     try:
         cfg = compose_config(overrides, hydra=True)
     except OverrideParseException:
@@ -250,7 +251,8 @@ def compose_checked(overrides: list[str]) -> DictConfig:
             raise ConfigError(f"+{found[1]}=… adds a key, but {found[1]} exists already; set it "
                               f"without the +: {found[1]}=…") from None
         raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
+    except (HydraException, OmegaConfBaseException, ValueError, AssertionError) as e:
+        # (Hydra checks some of its inputs with assert)
         raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
     with open_dict(cfg):
         hydra_node = cfg.pop("hydra", None)
@@ -272,6 +274,16 @@ def _check_group_names(overrides: list[str]) -> None:
         for option in options:
             if problem := name_problem(option.strip(), f"{group}="):
                 raise ConfigError(problem)
+
+
+def _check_override_keys(overrides: list[str]) -> None:
+    """Every override names a key: ``+=x`` or ``~=x`` has none (Hydra would fail on an assert
+    of its own)."""
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if (sep or override.startswith("~")) and not key.lstrip("+~").split("@", 1)[0]:
+            raise ConfigError(f"cannot parse {_show(override)}: an override is key=value, and "
+                              "this one has no key")
 
 
 def group_options(group: str) -> list[str]:
@@ -508,6 +520,7 @@ def validate_config(cfg: DictConfig, overrides: list[str] = (), here: bool = Tru
         _check_accelerator(cfg)
         _check_world_size(cfg)
     _check_test_split(cfg)
+    _check_data(cfg, overrides)
     _check_options(cfg, "method", overrides)
     _check_options(cfg, "net", overrides)
     _check_combination(cfg, overrides)
@@ -662,6 +675,29 @@ def _parameters(fn: Any) -> tuple[set[str], bool]:
     return names, var_kw
 
 
+def _check_data(cfg: DictConfig, overrides: list[str]) -> None:
+    """``data.name`` is a registered data set and every other key of ``data`` is an argument of
+    the ``DataModule`` or an option of that data set (an experiment's options may belong to
+    another data set than a ``data=`` chosen with it)."""
+    node = cfg.get("data")
+    if not isinstance(node, DictConfig) or _locate(node.get("_target_")) is None:
+        return  # only bayesgen's own DataModule is checked here
+    from bayesgen.data.datamodule import DATASETS, DataModule, dataset_options
+
+    if _locate(node.get("_target_")) is not DataModule:
+        return
+    name = node.get("name")
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ConfigError(f"invalid data.name={_show(name)}: not a data set; choose one of: "
+                          f"{', '.join(sorted(DATASETS))}")
+    own = _parameters(DataModule)[0] | {"_target_", "_partial_", "_convert_", "_recursive_"}
+    allowed = set(dataset_options(name))
+    bad = [str(k) for k in node if k not in own and k not in allowed]
+    if bad:
+        raise ConfigError(_foreign_options("data", bad, f"data set {name}", allowed,
+                                           overrides))
+
+
 def _check_options(cfg: DictConfig, group: str, overrides: list[str]) -> None:
     """Every key of ``method``/``net`` (and of a nested ``net.net``) is an argument of its
     ``_target_``; ``method.eval_kwargs``/``sample_kwargs`` are arguments of elbo/sample."""
@@ -718,11 +754,12 @@ def _check_sampler(value, owner) -> None:
 def _foreign_options(path: str, bad: list[str], target: str, allowed: set[str],
                      overrides: list[str]) -> str:
     group = path.split(".")[0]
-    keys = ", ".join(f"{path}.{k}" for k in bad)
+    keys = ", ".join(f"{path}.{_show(k)}" for k in bad)
     chosen = next((o for o in overrides if o.split("=", 1)[0] == group), None)
     experiment = next((o for o in overrides if o.split("=", 1)[0] == "experiment"), None)
     if chosen and experiment:
-        return (f"{experiment} sets {keys} for another {group}, which {chosen} ({target}) does "
+        other = "data set" if group == "data" else group
+        return (f"{experiment} sets {keys} for another {other}, which {chosen} ({target}) does "
                 f"not take; drop {chosen} or choose an experiment made for it")
     match = difflib.get_close_matches(bad[0], sorted(allowed), n=1, cutoff=0.75)
     fix = (f"did you mean {path}.{match[0]}?" if match else
@@ -743,7 +780,12 @@ def _check_combination(cfg: DictConfig, overrides: list[str]) -> None:
             _locate(n.get("_target_")) is None for n in nodes):
         return  # only bayesgen's own data, methods and networks are built to be checked
     kind = METHOD_KINDS.get(cfg.method.get("_target_"))
-    dm = instantiate(cfg.data, _convert_="all")
+    try:
+        dm = instantiate(cfg.data, _convert_="all")
+    except (ValueError, TypeError, AssertionError, OSError, InstantiationException) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        raise ConfigError(f"data={cfg.data.get('name')} cannot be set up from this "
+                          f"configuration: {_show(_first_line(cause))}") from None
     info = dm.info
     data = f"data={cfg.data.get('name', info.name)}"
     method = f"method={kind}"
