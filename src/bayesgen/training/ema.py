@@ -215,20 +215,23 @@ class ShardedEMA(EMA):
 
     @torch.no_grad()
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        """Each rank takes its shards of the EMA and of the raw weights from the full ones (the
-        strategy has loaded ``state_dict``, the EMA, into the model)."""
+        """Each rank takes its shards of the EMA and of the raw weights from the full ones. The
+        strategy has loaded ``state_dict`` (the EMA) into the sharded model already and taken it
+        out of ``checkpoint`` (Lightning's ModelParallelStrategy pops it), so the EMA's shards
+        come from the model, then the model gets the raw weights."""
         if not getattr(self, "_fitting", False):
             return
         tensors = self._tensors(pl_module)
         shadow = self._ready(pl_module)
+        ema = checkpoint.get("state_dict")
+        for name, t in tensors.items():  # the EMA (or, without one, the weights) first
+            shadow[name].copy_(_shard_like(ema[name], t) if ema is not None and name in ema
+                               else _local(t).detach())
         if "current_model_state" in checkpoint and "averaging_state" in checkpoint:
             raw = checkpoint["current_model_state"]
             for name, t in tensors.items():
-                if name in checkpoint["state_dict"]:
-                    shadow[name].copy_(_shard_like(checkpoint["state_dict"][name], t))
                 if name in raw:
                     _local(t).detach().copy_(_shard_like(raw[name], t))
             self._n_averaged = int(checkpoint["averaging_state"]["n_averaged"])
         else:  # a checkpoint without EMA: both start from its weights, the first update copies
-            for name, t in tensors.items():
-                shadow[name].copy_(_local(t).detach())
+            self._n_averaged = 0
