@@ -12,13 +12,14 @@ from cluster_run import BAYESGEN, PYTHON, TINY, job_env
 
 pytestmark = pytest.mark.cluster
 TORCHRUN = str(Path(PYTHON).with_name("torchrun"))
-FSDP = [*TINY, "trainer=fsdp2", "trainer.val_check_interval=3", "checkpoint.every_n_train_steps=3"]
+SMALL = [*TINY, "trainer.val_check_interval=3", "checkpoint.every_n_train_steps=3"]
+FSDP = [*SMALL, "trainer=fsdp2"]
 
 
-def _train(run: Path, steps: int, processes: int, *extra: str) -> str:
+def _train(run: Path, steps: int, processes: int, *extra: str, base=FSDP) -> str:
     head = ([TORCHRUN, f"--nproc-per-node={processes}", "-m", "bayesgen.cli"] if processes > 1
             else [BAYESGEN])
-    done = subprocess.run([*head, "train", *FSDP, f"trainer.devices={processes}",
+    done = subprocess.run([*head, "train", *base, f"trainer.devices={processes}",
                            f"trainer.max_steps={steps}", f"run_dir={run}", *extra], env=job_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -31,7 +32,7 @@ def runs(tmp_path_factory):
     resume)."""
     root = tmp_path_factory.mktemp("fsdp2")
     _train(root / "whole", 9, 2)
-    _train(root / "ddp", 9, 2, "trainer=ddp")
+    _train(root / "ddp", 9, 2, base=[*SMALL, "trainer=ddp"])
     _train(root / "cut", 6, 2)
     ckpt = torch.load(root / "cut/checkpoints/last.ckpt", weights_only=True)
     return root, ckpt, _train(root / "cut", 9, 2)
@@ -84,3 +85,9 @@ def test_ema_of_the_shards_is_the_unsharded_ema_and_resumes_exactly(runs):
     cut_ema, cut_raw, cut_n = _weights(root / "cut")  # 6 steps, then resumed to 9
     assert cut_n == n and all(torch.equal(cut_ema[k], ema[k]) and torch.equal(cut_raw[k], raw[k])
                               for k in ema)  # bit for bit
+    # the sharded EMA's checkpoint resumes unsharded (1 process, Lightning's WeightAveraging)
+    plain = root / "plain"
+    subprocess.run(["cp", "-r", str(root / "whole"), str(plain)], check=True)
+    (plain / "metrics.json").unlink()
+    out = _train(plain, 12, 1, base=SMALL)
+    assert "(step 9)" in out and _weights(plain)[2] == 12  # 9 EMA updates resumed, 3 more

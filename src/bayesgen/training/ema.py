@@ -125,6 +125,10 @@ class ShardedEMA(EMA):
         self._shadow: dict[str, Tensor] | None = None  # name -> this rank's shard of the EMA
         self._n_averaged = 0
 
+    @property
+    def state_key(self) -> str:
+        return "EMA"  # the unsharded EMA's: a checkpoint resumes with either, both ways
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.halflife_images is not None and stage == "fit":
             dm = trainer.datamodule
