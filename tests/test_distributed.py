@@ -23,7 +23,7 @@ from bayesgen.training.build import (
     compose_config,
     is_sharded,
 )
-from bayesgen.training.ema import EMA
+from bayesgen.training.ema import EMA, ShardedEMA
 from bayesgen.training.task import GenerativeTask
 
 STEPS = 3
@@ -178,10 +178,16 @@ def test_bf16_mixed_trains_in_bfloat16_with_float32_loss_and_evaluates_in_float3
 
 
 @pytest.mark.parametrize("override, sharded", [
-    ("trainer=ddp", False), ("trainer=fsdp", True), ("trainer.strategy=fsdp", True)])
+    ("trainer=ddp", False), ("trainer=fsdp", True), ("trainer.strategy=fsdp", True),
+    ("trainer=fsdp2", "fsdp2")])
 def test_strategy_configs_and_no_ema_under_fsdp(override, sharded, tmp_path, monkeypatch):
     made = {}
     monkeypatch.setattr(L, "Trainer", lambda **kwargs: made.update(kwargs))  # FSDP needs GPUs
+    if sharded == "fsdp2":  # EMA of each rank's shards
+        build_trainer(compose_config([override]), tmp_path)
+        assert [type(c) for c in made["callbacks"] if isinstance(c, EMA)] == [ShardedEMA]
+        assert is_sharded(made["strategy"])
+        return
     if sharded:
         with pytest.warns(UserWarning, match="ignored under FSDP"):
             build_trainer(compose_config([override]), tmp_path)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A real one-machine Slurm cluster for the tests: this machine is controller and compute node
-# (its real CPU count and memory). Installs slurmctld/slurmd/slurm-client and munge from the
+# A real one-machine Slurm cluster for the tests: this machine is controller and $SLURM_NODES
+# (default 2) compute nodes, <host>-1, <host>-2, ..., one slurmd each (Debian builds slurmd with
+# MULTIPLE_SLURMD: `slurmd -N <node>`, each on its own port), each with this machine's real CPU
+# count and memory, so that a job can span two nodes (trainer.num_nodes=2). Installs slurmctld/slurmd/slurm-client and munge from the
 # distribution when missing (apt-get, as root), writes the configuration under $SLURM_HOME, starts
 # munged, slurmctld and slurmd without systemd and waits until `sinfo` shows the node idle.
 #
@@ -11,6 +13,7 @@
 # written). Exits non-zero with one line saying why when the cluster cannot start.
 set -euo pipefail
 SLURM_HOME=${SLURM_HOME:-/tmp/bayesgen-slurm}
+SLURM_NODES=${SLURM_NODES:-2}
 conf=$SLURM_HOME/slurm.conf
 
 die() { echo "start_slurm: $*" >&2; exit 1; }
@@ -60,13 +63,12 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 StateSaveLocation=$SLURM_HOME/ctld
-SlurmdSpoolDir=$SLURM_HOME/spool
+SlurmdSpoolDir=$SLURM_HOME/spool/%n
 SlurmctldPidFile=$SLURM_HOME/slurmctld.pid
-SlurmdPidFile=$SLURM_HOME/slurmd.pid
+SlurmdPidFile=$SLURM_HOME/slurmd.%n.pid
 SlurmctldLogFile=$SLURM_HOME/log/slurmctld.log
-SlurmdLogFile=$SLURM_HOME/log/slurmd.log
+SlurmdLogFile=$SLURM_HOME/log/slurmd.%n.log
 SlurmctldPort=${SLURMCTLD_PORT:-6817}
-SlurmdPort=${SLURMD_PORT:-6818}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -84,25 +86,31 @@ MinJobAge=600
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
+nodes=()
+for i in $(seq "$SLURM_NODES"); do
+  nodes+=("$host-$i")
+  mkdir -p "$SLURM_HOME/spool/$host-$i"
+  echo "NodeName=$host-$i NodeHostname=$host NodeAddr=127.0.0.1 Port=$(( ${SLURMD_PORT:-6818} + i - 1 )) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN" >> "$conf"
+done
 export SLURM_CONF=$conf
 
 if ! scontrol ping 2>/dev/null | grep -q UP; then
   slurmctld -f "$conf" || die "slurmctld did not start (see $SLURM_HOME/log/slurmctld.log)"
 fi
-if ! pgrep -F "$SLURM_HOME/slurmd.pid" >/dev/null 2>&1; then
-  slurmd -f "$conf" || die "slurmd did not start (see $SLURM_HOME/log/slurmd.log)"
-fi
-for _ in $(seq 60); do
-  state=$(sinfo -h -N -o %T 2>/dev/null | head -1 || true)
-  case $state in idle*|mix*|alloc*) break ;; esac
+for node in "${nodes[@]}"; do
+  if ! pgrep -F "$SLURM_HOME/slurmd.$node.pid" >/dev/null 2>&1; then
+    slurmd -f "$conf" -N "$node" || die "slurmd -N $node did not start (see $SLURM_HOME/log/)"
+  fi
+done
+for _ in $(seq 60); do  # every node idle (or running jobs)
+  states=$(sinfo -h -N -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)
+  busy=$(sinfo -h -N -o %T 2>/dev/null | grep -c -v -E '^(idle|mix|alloc)' || true)
+  [ -n "$states" ] && [ "$busy" = 0 ] && break
   sleep 0.5
 done
-case ${state:-} in
-  idle*|mix*|alloc*) ;;
-  *) die "node $host is '${state:-unknown}', not idle, after 30 s (see $SLURM_HOME/log/)" ;;
-esac
-echo "start_slurm: node $host ($cpus CPUs, $mem_mb MB) is $state" >&2
+[ -n "${states:-}" ] && [ "${busy:-1}" = 0 ] \
+  || die "nodes ${nodes[*]} are '${states:-unknown}', not idle, after 30 s (see $SLURM_HOME/log/)"
+echo "start_slurm: nodes ${nodes[*]} ($cpus CPUs, $mem_mb MB each) are ${states% }" >&2
 echo "export SLURM_CONF=$conf"

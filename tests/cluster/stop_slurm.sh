@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Stops what tests/cluster/start_slurm.sh started: slurmd, slurmctld (by their PID files) and
+# Stops what tests/cluster/start_slurm.sh started: each node's slurmd, slurmctld (by their PID files) and
 # munged (by its own --stop), after cancelling the jobs left.
 set -uo pipefail
 SLURM_HOME=${SLURM_HOME:-/tmp/bayesgen-slurm}
 export SLURM_CONF=$SLURM_HOME/slurm.conf
 [ -f "$SLURM_CONF" ] && scancel --full --quiet --state=RUNNING,PENDING --user=root 2>/dev/null
-for daemon in slurmd slurmctld; do
-  pidfile=$SLURM_HOME/$daemon.pid
+for pidfile in "$SLURM_HOME"/slurmd.*pid "$SLURM_HOME/slurmctld.pid"; do
   pid=$(cat "$pidfile" 2>/dev/null) || continue
   if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

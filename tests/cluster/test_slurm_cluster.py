@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_run import BAYESGEN, TINY, job_env
+from cluster_run import BAYESGEN, TINY, finish, job_env, job_id, job_log, submit
 
 pytestmark = pytest.mark.cluster
-LAUNCH = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1"]
 PACE = 2.0  # seconds per step in a job's first run: 20 steps outlast the signal below
 
 
@@ -22,21 +21,6 @@ def reference(tmp_path_factory):
     subprocess.run([BAYESGEN, "train", *TINY, f"run_dir={run}"], env=job_env(), check=True,
                    capture_output=True, timeout=300)
     return (run / "logs/metrics.csv").read_text()
-
-
-def _submit(sweep: Path, *extra: str, pace: float = PACE) -> subprocess.Popen:
-    return subprocess.Popen([BAYESGEN, "train", *LAUNCH, *TINY, f"hydra.sweep.dir={sweep}",
-                             *extra], env=job_env(pace), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def _job_id(sweep: Path, deadline: float) -> str:
-    while time.monotonic() < deadline:
-        jobs = sorted((sweep / ".submitit").glob("[0-9]*"), key=lambda p: int(p.name))
-        if jobs:
-            return jobs[-1].name
-        time.sleep(0.5)
-    raise AssertionError("no job was submitted")
 
 
 def _squeue(job: str) -> tuple[str, str]:
@@ -59,6 +43,10 @@ def _wait(what: str, ok, deadline: float, every: float = 0.5):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _submit(sweep: Path, *extra: str, pace: float = PACE) -> subprocess.Popen:
+    return submit(sweep, *extra, pace=pace)
+
+
 def _release_requeued(job: str, sweep: Path, deadline: float) -> None:
     """Wait until the job ran and was requeued, then start it now: Slurm holds a requeued batch
     job back (BeginTime, about two minutes)."""
@@ -71,23 +59,9 @@ def _release_requeued(job: str, sweep: Path, deadline: float) -> None:
             return
         if state == "":
             raise AssertionError(f"job {job} ended without a requeue:\n"
-                                 + _job_log(sweep, job)[-2000:])
+                                 + job_log(sweep, job)[-2000:])
         time.sleep(0.5)
     raise AssertionError(f"job {job} was not requeued in time")
-
-
-def _finish(submit: subprocess.Popen, deadline: float) -> str:
-    try:
-        out, _ = submit.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        submit.kill()
-        raise AssertionError("the submitting command did not return") from None
-    assert submit.returncode == 0, out[-3000:]
-    return out
-
-
-def _job_log(sweep: Path, job: str) -> str:
-    return "".join(p.read_text() for p in sorted((sweep / ".submitit" / job).glob("*_log.*")))
 
 
 def test_time_limit_signal_checkpoints_requeues_and_resumes_to_the_same_curve(
@@ -98,10 +72,10 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes_to_the_same_curve(
     # early, so the signal comes 25-55 s in, in the middle of the paced run (80 s of steps)
     submit = _submit(sweep, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
                      pace=4.0)
-    job = _job_id(sweep, deadline)
+    job = job_id(sweep, deadline)
     _release_requeued(job, sweep, deadline)
-    _finish(submit, deadline)
-    run, log = sweep / "0", _job_log(sweep, job)
+    finish(submit, deadline)
+    run, log = sweep / "0", job_log(sweep, job)
     assert (run / "hpc_ckpt_1.ckpt").is_file(), log[-2000:]  # Lightning's, at the signal
     assert "Requeued SLURM job" in log and "resuming from" in log, log[-2000:]
     assert "in use by another bayesgen run" not in log  # the lock let the requeued job in
@@ -113,12 +87,12 @@ def test_scontrol_requeue_resumes_to_the_same_curve(slurm, reference, tmp_path):
     sweep = tmp_path / "sweep"
     deadline = time.monotonic() + 420
     submit = _submit(sweep)
-    job = _job_id(sweep, deadline)
+    job = job_id(sweep, deadline)
     _wait("3 logged steps", lambda: _steps_logged(sweep / "0") >= 3, deadline)
     subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM now, then the queue
     _release_requeued(job, sweep, deadline)
-    _finish(submit, deadline)
-    log = _job_log(sweep, job)
+    finish(submit, deadline)
+    log = job_log(sweep, job)
     assert "received SIGTERM: stopping after the current step" in log, log[-2000:]
     assert "resuming from" in log and (sweep / "0/logs/metrics.csv").read_text() == reference
 
@@ -127,7 +101,7 @@ def test_scancel_then_the_same_command_again_resumes_and_says_so(slurm, referenc
     sweep = tmp_path / "sweep"
     deadline = time.monotonic() + 420
     submit = _submit(sweep)
-    job = _job_id(sweep, deadline)
+    job = job_id(sweep, deadline)
     _wait("3 logged steps", lambda: _steps_logged(sweep / "0") >= 3, deadline)
     subprocess.run(["scancel", job], check=True)
     _wait("the job to end", lambda: _squeue(job) == ("", ""), deadline)
@@ -141,10 +115,10 @@ def test_scancel_then_the_same_command_again_resumes_and_says_so(slurm, referenc
         submit.communicate()
     stopped_at = _steps_logged(sweep / "0")
     again = _submit(sweep, pace=0)
-    _finish(again, deadline)
-    second = _job_id(sweep, deadline)
+    finish(again, deadline)
+    second = job_id(sweep, deadline)
     assert second != job
-    log = _job_log(sweep, second)
+    log = job_log(sweep, second)
     assert "resuming from" in log and f"{sweep / '0'}" in log, log[-2000:]
     assert 0 < stopped_at < 20 + 5
     assert (sweep / "0/logs/metrics.csv").read_text() == reference

@@ -28,7 +28,7 @@ from bayesgen.training.compose import (  # noqa: F401  (re-exported: build's pub
     ConfigError,
     compose_config,
 )
-from bayesgen.training.ema import EMA
+from bayesgen.training.ema import EMA, ShardedEMA
 from bayesgen.training.monitor import build_loggers, monitor_callbacks
 from bayesgen.training.task import GenerativeTask
 
@@ -139,15 +139,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list | None = None)
     loggers = build_loggers(cfg, run_dir)
     cbs = [*checkpoint_callbacks(cfg, run_dir), ProgressBar(leave=True), *(callbacks or []),
            *monitor_callbacks(cfg, loggers, is_sharded(kwargs["strategy"]), run_dir)]
-    if cfg.ema.enabled and is_sharded(kwargs["strategy"]):
+    strategy = kwargs["strategy"]
+    if cfg.ema.enabled and is_sharded(strategy) and not isinstance(strategy, ModelParallelStrategy):
         # measured (torch 2.14, Lightning 2.6): WeightAveraging deep-copies the module, which
-        # FSDP refuses ("FSDP does not support deepcopy"), FSDP2's fully_shard too
-        rank_zero_warn("ema.enabled=true is ignored under FSDP: Lightning's WeightAveraging "
-                       "deep-copies the model, which sharded modules refuse, so checkpoints and "
-                       "ema.safetensors hold the raw weights. Set ema.enabled=false to silence "
+        # FSDP refuses ("FSDP does not support deepcopy"); FSDP1's flat parameters do not carry
+        # the weights' names, which ShardedEMA's checkpoint needs
+        rank_zero_warn("ema.enabled=true is ignored under FSDP (trainer=fsdp): checkpoints and "
+                       "ema.safetensors hold the raw weights. Use trainer=fsdp2, which keeps the "
+                       "EMA (each rank averages its shards), or set ema.enabled=false to silence "
                        "this warning.")
-    elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA
-        cbs.append(EMA(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
+    elif cfg.ema.enabled:  # under DDP every rank holds the same weights, hence the same EMA;
+        # under FSDP2 (ModelParallelStrategy) each rank averages its own shards
+        ema = ShardedEMA if isinstance(strategy, ModelParallelStrategy) else EMA
+        cbs.append(ema(cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.power,
                        cfg.ema.get("halflife_images"), cfg.ema.get("rampup_ratio")))
     return L.Trainer(**kwargs, default_root_dir=run_dir, callbacks=cbs, logger=loggers or False,
                      plugins=[SafeCheckpointIO()], enable_model_summary=False,
