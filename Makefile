@@ -71,6 +71,6 @@ clean:
 	rm -rf $(VENV) $(LOWER) build *.egg-info
 
 # On a real one-machine Slurm cluster (installs slurm-wlm and munge when missing; root):
-# preemption, requeue, two nodes, FSDP. About 7 minutes on 2 CPU cores (docs/clusters.md).
+# preemption, requeue, two nodes, FSDP: 8 tests, about 6 minutes on 2 CPU cores (docs/clusters.md).
 test-cluster: $(STAMP)
 	$(VENV)/bin/pytest -q -m cluster tests/cluster

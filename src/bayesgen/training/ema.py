@@ -46,6 +46,9 @@ class EMA(WeightAveraging):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._learn_images_per_step(trainer, stage)
+
+    def _learn_images_per_step(self, trainer, stage: str) -> None:
         if self.halflife_images is not None and stage == "fit":
             dm = trainer.datamodule
             if dm is None or not hasattr(dm, "batch_size"):
@@ -130,13 +133,9 @@ class ShardedEMA(EMA):
         return "EMA"  # the unsharded EMA's: a checkpoint resumes with either, both ways
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.halflife_images is not None and stage == "fit":
-            dm = trainer.datamodule
-            if dm is None or not hasattr(dm, "batch_size"):
-                raise ValueError("ema.halflife_images needs the images per step: train with a "
-                                 "bayesgen DataModule")
-            self.images_per_step = (dm.batch_size * trainer.world_size
-                                    * trainer.accumulate_grad_batches)
+        """No copy of the model here (it is not sharded yet): the EMA's shards are made at the
+        first update (or when a checkpoint is loaded)."""
+        self._learn_images_per_step(trainer, stage)
         self._fitting = stage == "fit"
 
     @staticmethod
