@@ -157,6 +157,10 @@ def test_found_inputs_are_refused(overrides):
     (["method=vdm", "+_partial_=runs", "+=E"], "has no key"),
     (["method=vdm", "~=E"], "has no key"),
     (["method=vdm", "+@x=E"], "has no key"),
+    # a list of numbers as group options: Hydra's TypeError ('float' is not iterable)
+    (["experiment=mnist-bfn-minimal-continuous", "+data=alt_s_curve", "+trainer=[0.9,0.99]",
+      "~experiment=s_curve-if-prr1-fast"], "trainer=0.9 does not exist"),
+    (["method=vdm", "trainer=[1,2]"], "trainer=1 does not exist"),
 ])
 def test_found_long_inputs_are_refused(overrides, needle):
     with guard(), pytest.raises(ConfigError, match=needle) as e:

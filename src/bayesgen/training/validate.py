@@ -251,8 +251,8 @@ def compose_checked(overrides: list[str]) -> DictConfig:
             raise ConfigError(f"+{found[1]}=… adds a key, but {found[1]} exists already; set it "
                               f"without the +: {found[1]}=…") from None
         raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
-    except (HydraException, OmegaConfBaseException, ValueError, AssertionError) as e:
-        # (Hydra checks some of its inputs with assert)
+    except (HydraException, OmegaConfBaseException, ValueError, AssertionError, TypeError) as e:
+        # (Hydra checks some of its inputs with assert, and trips on values of odd types)
         raise ConfigError(f"cannot compose the configuration: {_first_line(e)}") from None
     with open_dict(cfg):
         hydra_node = cfg.pop("hydra", None)
@@ -274,6 +274,10 @@ def _check_group_names(overrides: list[str]) -> None:
         for option in options:
             if problem := name_problem(option.strip(), f"{group}="):
                 raise ConfigError(problem)
+            if option.strip() not in group_options(group):  # e.g. +trainer=[0.9,0.99]: Hydra
+                # would read 0.9 as a float and fail with a TypeError of its own
+                raise ConfigError(f"{group}={option.strip()} does not exist; choose one of: "
+                                  f"{', '.join(group_options(group))}")
 
 
 def _check_override_keys(overrides: list[str]) -> None:
