@@ -113,7 +113,9 @@ def compare(spec: dict, out: str | Path = "compare", methods: list[str] | None =
             extra: list[str] | None = None, samples: int | None = None,
             report_only: bool = False, say: Callable[[str], None] = print) -> Path:
     """Train (or resume, or skip) every method of ``spec``, then write the report."""
-    from bayesgen.training.build import build_datamodule, compose_config
+    from omegaconf import OmegaConf
+
+    from bayesgen.training.build import build_datamodule
     from bayesgen.training.validate import compose_checked, validate_config
 
     labels = methods or list(spec["methods"])
@@ -132,10 +134,10 @@ def compare(spec: dict, out: str | Path = "compare", methods: list[str] | None =
     (root / "runs").mkdir(parents=True, exist_ok=True)
     dm = build_datamodule(next(iter(configs.values())))
     scorer = quality_scorer(dm, say)
-    # the FD curve during training, at the report's n (FD depends on n)
-    watch = ["evaluate.quality=true", f"evaluate.quality_n={n}"] if scorer is not None else []
-    configs = {label: compose_config([*watch, *run_overrides(spec, label, extra),
-                                      f"run_dir={root / 'runs' / label}"]) for label in labels}
+    if scorer is not None:  # the FD curve during training, at the report's n (FD depends on n)
+        for cfg in configs.values():
+            OmegaConf.update(cfg, "evaluate.quality", True)
+            OmegaConf.update(cfg, "evaluate.quality_n", n)
     results = {}
     for label in labels:
         results[label] = _one_run(spec, label, configs[label], root / "runs" / label, extra,
